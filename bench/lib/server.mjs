@@ -1,0 +1,94 @@
+// Starting a server under test as a child process, finding its port, and stopping it and
+// every process it started.
+import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { tree } from './proc.mjs';
+
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 15_000;
+
+/** Loopback ports on which the tree of `pid` listens, from /proc/net/tcp{,6}. */
+function listeningPorts(pid) {
+  const inodes = new Set();
+  for (const p of tree(pid)) {
+    try {
+      for (const fd of readdirSync(`/proc/${p}/fd`)) {
+        const m = /^socket:\[(\d+)\]$/.exec(safeReadlink(`/proc/${p}/fd/${fd}`));
+        if (m) inodes.add(m[1]);
+      }
+    } catch { /* process gone */ }
+  }
+  const ports = new Set();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try { text = readFileSync(file, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] === '0A' && inodes.has(f[9])) ports.add(parseInt(f[1].split(':')[1], 16));
+    }
+  }
+  return [...ports];
+}
+
+function safeReadlink(p) {
+  try { return readlinkSync(p); } catch { return ''; }
+}
+
+/**
+ * Spawns `argv` with `env`, resolves {pid, port, stop(), output()} once it logs a JSON line
+ * with "listening" and "port" (or, failing that, once /proc shows it listening on one port).
+ */
+export function startServer({ argv, env, cwd, label, fileLimit }) {
+  const [cmd, ...args] = fileLimit
+    ? ['/bin/sh', '-c', `ulimit -n ${fileLimit} && exec "$0" "$@"`, ...argv]
+    : argv;
+  const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = [];
+  let onLine = () => {};
+  for (const stream of [child.stdout, child.stderr]) {
+    let rest = '';
+    stream.on('data', (d) => {
+      const parts = (rest + d).split('\n');
+      rest = parts.pop();
+      for (const l of parts) { lines.push(l); if (lines.length > 200) lines.shift(); onLine(l); }
+    });
+  }
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  child.once('error', (err) => lines.push(`spawn error: ${err.message}`));
+
+  const stop = async (signal = 'SIGTERM') => {
+    const pids = tree(child.pid);
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    const done = await Promise.race([exited, new Promise((r) => setTimeout(() => r(null), STOP_TIMEOUT_MS))]);
+    for (const p of pids) { try { process.kill(p, 'SIGKILL'); } catch { /* already gone */ } }
+    return done;
+  };
+
+  /** Synchronous last resort for an interrupted run. */
+  const kill = () => { for (const p of tree(child.pid)) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } } };
+
+  const ready = new Promise((resolve, reject) => {
+    const fail = (why) => { clearInterval(poll); clearTimeout(timer); reject(new Error(`${label}: ${why}\n  ${lines.slice(-15).join('\n  ')}`)); };
+    const found = (port) => { clearInterval(poll); clearTimeout(timer); onLine = () => {}; resolve(port); };
+    onLine = (l) => {
+      if (!/listening/i.test(l)) return;
+      try {
+        const port = JSON.parse(l).port;
+        if (Number.isInteger(port) && port > 0) found(port);
+      } catch { /* not JSON */ }
+    };
+    const t0 = Date.now();
+    const poll = setInterval(() => {
+      if (Date.now() - t0 < 300) return; // LOG_LEVEL=warn hides an info-level "listening" line
+      const ports = listeningPorts(child.pid);
+      if (ports.length === 1) found(ports[0]);
+    }, 250);
+    const timer = setTimeout(() => fail(`no "listening" line with a port within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
+    exited.then(({ code, signal }) => fail(`exited (${code ?? signal}) before listening`));
+  });
+
+  return ready.then(
+    (port) => ({ pid: child.pid, port, stop, kill, output: () => lines.slice(), exited }),
+    async (err) => { await stop('SIGKILL'); throw err; },
+  );
+}

@@ -1,0 +1,56 @@
+// The servers under test, and the client side of the load generator process.
+import { fork } from 'node:child_process';
+import { join } from 'node:path';
+
+const node = process.execPath;
+/** The environment every server starts with (nothing else is inherited). */
+export const BASE_ENV = { PATH: process.env.PATH, HOME: process.env.HOME, NODE_ENV: 'production' };
+// MAX_CONNECTIONS_PER_IP=0: every bench peer comes from 127.0.0.1 (default limit 20).
+const OURS_ENV = { PORT: '0', HOST: '127.0.0.1', RATE_LIMIT: '0', LOG_LEVEL: 'warn', MAX_CONNECTIONS_PER_IP: '0' };
+
+/** The servers under test, in the order the tables show them. argv[0] is node, argv[1] the script. */
+export const ALL_SERVERS = [
+  { id: 'ws', label: 'bare ws', argv: [node, 'bench/servers/ws-relay.mjs', 'raw'], protocol: 'ours', hangup: 'close' },
+  { id: 'ws-json', label: 'bare ws+JSON', argv: [node, 'bench/servers/ws-relay.mjs', 'json'], protocol: 'ours', hangup: 'close' },
+  { id: 'peerjs', label: 'PeerJS 1.0.2', argv: [node, 'bench/servers/peerjs.mjs'], protocol: 'peerjs', hangup: 'close' },
+  { id: 'memory', label: 'ours InMemory', argv: [node, 'dist/main.js'], env: OURS_ENV, protocol: 'ours', hangup: 'bye', ours: true },
+  { id: 'redis', label: 'ours Redis x2', argv: [node, 'dist/main.js'], env: { ...OURS_ENV, WEB_CONCURRENCY: '2' }, protocol: 'ours', hangup: 'bye', ours: true, redis: true },
+];
+
+/** Forks bench/loadgen.mjs; `call(cmd, args)` runs one of its phases and resolves its result. */
+export function startLoadgen(root, fileLimit) {
+  const child = fork(join(root, 'bench', 'loadgen.mjs'), [], {
+    cwd: root, stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    ...(fileLimit ? { execPath: '/bin/sh', execArgv: ['-c', `ulimit -n ${fileLimit} && exec "${node}" "$0" "$@"`] } : {}),
+  });
+  let next = 1;
+  const pending = new Map();
+  let onMark = () => {};
+  const ready = new Promise((res, rej) => {
+    child.once('exit', (code) => rej(new Error(`load generator exited (${code}) before it was ready`)));
+    child.on('message', (m) => {
+      if (m.ready) return res();
+      if (m.mark) return onMark(m.mark);
+      const p = pending.get(m.id);
+      if (!p) return;
+      pending.delete(m.id);
+      if (m.error) p.reject(new Error(m.error)); else p.resolve(m.result);
+    });
+  });
+  child.on('exit', (code) => { for (const p of pending.values()) p.reject(new Error(`load generator exited (${code})`)); pending.clear(); });
+  return {
+    ready,
+    pid: child.pid,
+    call(cmd, a, timeoutMs = 120_000) {
+      const id = next++;
+      return new Promise((res, rej) => {
+        const timer = setTimeout(() => { pending.delete(id); rej(new Error(`${cmd}: no answer in ${timeoutMs} ms`)); }, timeoutMs);
+        pending.set(id, { resolve: (v) => { clearTimeout(timer); res(v); }, reject: (e) => { clearTimeout(timer); rej(e); } });
+        child.send({ id, cmd, args: a });
+      });
+    },
+    /** Calls `fn('start'|'end')` when the load generator opens and closes a measurement window. */
+    set onMark(fn) { onMark = fn; },
+    stop() { if (child.exitCode === null) child.kill('SIGTERM'); },
+  };
+}

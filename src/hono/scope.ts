@@ -1,0 +1,39 @@
+/** Builds a consumer's Scope from a Hono context on @hono/node-server. */
+import type { Context } from 'hono';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import { parseSubprotocols, type Scope } from '../consumers/index.js';
+
+/**
+ * The client: when the proxy is trusted, the last X-Forwarded-For hop (the one the proxy in
+ * front of us appended; earlier hops come from the client and can be forged), else the socket's peer.
+ */
+function clientOf(c: Context, trustProxy: boolean): Scope['client'] {
+  if (trustProxy) {
+    const last = c.req.header('x-forwarded-for')?.split(',').pop()?.trim();
+    if (last) return { address: last };
+  }
+  try {
+    const { address, port } = getConnInfo(c).remote;
+    if (address) return port !== undefined ? { address, port } : { address };
+  } catch {
+    // Not on @hono/node-server (app.request in a test): there is no socket to ask.
+  }
+  return { address: 'unknown' };
+}
+
+/** The Scope of the request `c` is handling. */
+export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: boolean): Scope {
+  const url = new URL(c.req.url);
+  return {
+    type,
+    path: url.pathname,
+    params: { ...(c.req.param() as Record<string, string>) },
+    query: url.searchParams,
+    headers: c.req.raw.headers,
+    client: clientOf(c, trustProxy),
+    user: undefined,
+    state: {},
+    method: c.req.method,
+    subprotocols: type === 'websocket' ? parseSubprotocols(c.req.header('sec-websocket-protocol')) : [],
+  };
+}

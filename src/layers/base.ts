@@ -1,0 +1,179 @@
+/**
+ * What every backend shares: option defaults and validation, name and message checks, capacity
+ * lookup by pattern, the one codec, and the closed state.
+ *
+ * Subclass contract: a backend implements only storage, in the `store*` methods below. They are
+ * called with names already validated, messages already encoded (so the size limit and the
+ * codec's type rules are the same on every backend) and the destination's capacity already looked
+ * up. `storeReceive` resolves with the encoded bytes of the next unexpired message, or rejects
+ * with the signal's reason when it is aborted, having taken nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import { CapacityTable, layerIdOf, requireValidChannelName, requireValidGroupName } from './names.js';
+import { decodeMessage, encodeMessage } from './codec.js';
+import { LayerClosed } from './errors.js';
+import { resolveLayerOptions, type ResolvedLayerOptions } from './options.js';
+import type {
+  ChannelLayer, LayerOptions, Message, ReceiveOptions, RosterChangeOptions, RosterEntry,
+  RosterJoinOptions, RosterJoinResult,
+} from './types.js';
+
+/** A random name part of `bytes` bytes, in URL-safe base64 without padding ("-" and "_" are valid in names). */
+export function randomName(bytes = 12): string {
+  return randomBytes(bytes).toString('base64url');
+}
+
+function requirePositiveInteger(name: string, value: unknown): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    throw new TypeError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+}
+
+/** The shared half of every channel layer. */
+export abstract class BaseChannelLayer implements ChannelLayer {
+  readonly extensions = Object.freeze(['groups', 'flush', 'rosters', 'liveness']);
+  /** This layer instance's id: the non-local part of its `newChannel()` names. */
+  readonly id = randomName(9);
+  protected readonly options: ResolvedLayerOptions;
+  protected readonly capacities: CapacityTable;
+  protected closed = false;
+
+  constructor(options: LayerOptions = {}, extraOptionKeys: readonly string[] = []) {
+    this.options = resolveLayerOptions(options, extraOptionKeys);
+    this.capacities = new CapacityTable(this.options.capacity, this.options.channelCapacity);
+  }
+
+  /** True while the layer can do its work (open, and for Redis: connected and subscribed). `/healthz` reports it. */
+  isHealthy(): boolean {
+    return !this.closed;
+  }
+
+  /** The capacity of a channel: the first matching `channelCapacity` pattern, else `capacity`. */
+  capacityOf(channel: string): number {
+    return this.capacities.capacityOf(channel);
+  }
+
+  async newChannel(prefix = 'specific'): Promise<string> {
+    requireValidGroupName(prefix);
+    this.requireOpen();
+    const name = `${prefix}.${this.id}!${randomName()}`;
+    requireValidChannelName(name);
+    return name;
+  }
+
+  async send(channel: string, message: Message): Promise<void> {
+    requireValidChannelName(channel);
+    const bytes = encodeMessage(message, this.options.maxMessageSize);
+    this.requireOpen();
+    await this.storeSend(channel, bytes, this.capacities.capacityOf(channel));
+  }
+
+  async receive(channel: string, opts: ReceiveOptions = {}): Promise<Message> {
+    requireValidChannelName(channel);
+    const owner = layerIdOf(channel);
+    if (owner !== undefined && owner !== this.id) {
+      throw new TypeError(`Channel ${JSON.stringify(channel)} cannot be received on this layer: it is process-specific to layer ${JSON.stringify(owner)}, and only the layer whose newChannel() made it receives on it`);
+    }
+    this.requireOpen();
+    opts.signal?.throwIfAborted();
+    return decodeMessage(await this.storeReceive(channel, opts.signal));
+  }
+
+  async groupAdd(group: string, channel: string): Promise<void> {
+    requireValidGroupName(group);
+    requireValidChannelName(channel);
+    this.requireOpen();
+    await this.storeGroupAdd(group, channel);
+  }
+
+  async groupDiscard(group: string, channel: string): Promise<void> {
+    requireValidGroupName(group);
+    requireValidChannelName(channel);
+    this.requireOpen();
+    await this.storeGroupDiscard(group, channel);
+  }
+
+  async groupSend(group: string, message: Message): Promise<void> {
+    requireValidGroupName(group);
+    const bytes = encodeMessage(message, this.options.maxMessageSize);
+    this.requireOpen();
+    await this.storeGroupSend(group, bytes);
+  }
+
+  async rosterJoin(roster: string, member: string, data: string, opts: RosterJoinOptions): Promise<RosterJoinResult> {
+    this.requireRosterArgs(roster, member, data);
+    requirePositiveInteger('limit', opts.limit);
+    if (!(opts.ttl > 0)) throw new TypeError(`ttl must be a positive number, got ${JSON.stringify(opts.ttl)}`);
+    this.requireOpen();
+    return this.storeRosterJoin(roster, member, data, opts);
+  }
+
+  async rosterList(roster: string): Promise<RosterEntry[]> {
+    requireValidGroupName(roster);
+    this.requireOpen();
+    return this.storeRosterList(roster);
+  }
+
+  async rosterUpdate(roster: string, member: string, data: string, opts: RosterChangeOptions = {}): Promise<boolean> {
+    this.requireRosterArgs(roster, member, data);
+    this.requireOpen();
+    return this.storeRosterUpdate(roster, member, data, opts);
+  }
+
+  async rosterLeave(roster: string, member: string, opts: RosterChangeOptions = {}): Promise<RosterEntry[] | null> {
+    this.requireRosterArgs(roster, member, '');
+    this.requireOpen();
+    return this.storeRosterLeave(roster, member, opts);
+  }
+
+  async rosterDelete(roster: string): Promise<RosterEntry[]> {
+    requireValidGroupName(roster);
+    this.requireOpen();
+    return this.storeRosterDelete(roster);
+  }
+
+  async channelOwnerAlive(channel: string): Promise<boolean> {
+    requireValidChannelName(channel);
+    const owner = layerIdOf(channel);
+    if (owner === undefined) throw new TypeError(`Channel name ${JSON.stringify(channel)} is not process-specific (it has no "!")`);
+    this.requireOpen();
+    return owner === this.id || this.storeInstanceAlive(owner);
+  }
+
+  async flush(): Promise<void> {
+    this.requireOpen();
+    await this.storeFlush();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.storeClose();
+  }
+
+  protected requireOpen(): void {
+    if (this.closed) throw new LayerClosed();
+  }
+
+  private requireRosterArgs(roster: string, member: string, data: string): void {
+    requireValidGroupName(roster);
+    requireValidGroupName(member);
+    if (typeof data !== 'string') throw new TypeError(`Roster data must be a string, got ${typeof data}`);
+  }
+
+  protected abstract storeSend(channel: string, bytes: Buffer, capacity: number): Promise<void>;
+  protected abstract storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Uint8Array>;
+  protected abstract storeGroupAdd(group: string, channel: string): Promise<void>;
+  protected abstract storeGroupDiscard(group: string, channel: string): Promise<void>;
+  /** Sends to each member with its own capacity (`this.capacityOf`), skipping full ones. */
+  protected abstract storeGroupSend(group: string, bytes: Buffer): Promise<void>;
+  protected abstract storeRosterJoin(roster: string, member: string, data: string, opts: RosterJoinOptions): Promise<RosterJoinResult>;
+  protected abstract storeRosterList(roster: string): Promise<RosterEntry[]>;
+  protected abstract storeRosterUpdate(roster: string, member: string, data: string, opts: RosterChangeOptions): Promise<boolean>;
+  protected abstract storeRosterLeave(roster: string, member: string, opts: RosterChangeOptions): Promise<RosterEntry[] | null>;
+  protected abstract storeRosterDelete(roster: string): Promise<RosterEntry[]>;
+  /** Whether the layer instance with this id (not this one) is connected. */
+  protected abstract storeInstanceAlive(layerId: string): Promise<boolean>;
+  protected abstract storeFlush(): Promise<void>;
+  protected abstract storeClose(): Promise<void>;
+}

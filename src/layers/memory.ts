@@ -1,0 +1,232 @@
+/**
+ * The InMemory channel layer: one process, no network. Right for a single worker (Render's free
+ * tier); it cannot span processes. Messages still go through the shared codec, so what works
+ * here works on Redis.
+ */
+import { BaseChannelLayer } from './base.js';
+import { ChannelFull, LayerClosed } from './errors.js';
+import type { LayerOptions, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
+
+interface Waiter {
+  resolve(bytes: Uint8Array): void;
+  reject(err: unknown): void;
+}
+
+interface Queue {
+  items: Array<{ bytes: Uint8Array; expiresAt: number }>;
+  waiters: Waiter[];
+}
+
+interface Roster {
+  entries: Map<string, RosterEntry>;
+  expiresAt: number;
+}
+
+/** How often expired messages, memberships and rosters are swept, at most (ms). */
+const MAX_SWEEP_INTERVAL = 10_000;
+
+/** The InMemory channel layer. */
+export class InMemoryChannelLayer extends BaseChannelLayer {
+  readonly kind = 'memory' as const;
+  private readonly queues = new Map<string, Queue>();
+  private readonly groups = new Map<string, Map<string, number>>();
+  private readonly rosters = new Map<string, Roster>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(options: LayerOptions = {}) {
+    super(options);
+  }
+
+  protected async storeSend(channel: string, bytes: Buffer, capacity: number): Promise<void> {
+    if (!this.deliver(channel, bytes, capacity)) throw new ChannelFull(channel, capacity);
+  }
+
+  /** Hands bytes to a waiting receiver or queues them; false when the channel is full. */
+  private deliver(channel: string, bytes: Uint8Array, capacity: number): boolean {
+    const queue = this.queues.get(channel);
+    const waiter = queue?.waiters.shift();
+    if (waiter) {
+      waiter.resolve(bytes);
+      return true;
+    }
+    const now = Date.now();
+    const q = queue ?? this.newQueue(channel);
+    this.dropExpired(q, now);
+    if (q.items.length >= capacity) return false;
+    q.items.push({ bytes, expiresAt: now + this.options.expiry * 1000 });
+    this.scheduleSweep();
+    return true;
+  }
+
+  protected storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
+    const q = this.queues.get(channel) ?? this.newQueue(channel);
+    this.dropExpired(q, Date.now());
+    const item = q.items.shift();
+    if (item) {
+      this.forgetIfIdle(channel, q);
+      return Promise.resolve(item.bytes);
+    }
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const onAbort = (): void => {
+        const i = q.waiters.indexOf(waiter);
+        if (i !== -1) q.waiters.splice(i, 1);
+        this.forgetIfIdle(channel, q);
+        reject(signal!.reason);
+      };
+      const waiter: Waiter = {
+        resolve: (bytes) => {
+          signal?.removeEventListener('abort', onAbort);
+          this.forgetIfIdle(channel, q);
+          resolve(bytes);
+        },
+        reject: (err) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      };
+      q.waiters.push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  protected async storeGroupAdd(group: string, channel: string): Promise<void> {
+    let members = this.groups.get(group);
+    if (!members) this.groups.set(group, (members = new Map()));
+    members.delete(channel); // keep insertion order = order of latest add
+    members.set(channel, Date.now());
+    this.scheduleSweep();
+  }
+
+  protected async storeGroupDiscard(group: string, channel: string): Promise<void> {
+    const members = this.groups.get(group);
+    if (!members) return;
+    members.delete(channel);
+    if (members.size === 0) this.groups.delete(group);
+  }
+
+  protected async storeGroupSend(group: string, bytes: Buffer): Promise<void> {
+    const members = this.groups.get(group);
+    if (!members) return;
+    const oldest = Date.now() - this.options.groupExpiry * 1000;
+    for (const [channel, addedAt] of [...members]) {
+      if (addedAt < oldest) {
+        members.delete(channel);
+        continue;
+      }
+      this.deliver(channel, bytes, this.capacityOf(channel)); // full members are skipped
+    }
+    if (members.size === 0) this.groups.delete(group);
+  }
+
+  protected async storeRosterJoin(name: string, member: string, data: string, opts: RosterJoinOptions): Promise<RosterJoinResult> {
+    const roster = this.liveRoster(name) ?? { entries: new Map<string, RosterEntry>(), expiresAt: 0 };
+    const existing = roster.entries.get(member);
+    if (!existing && roster.entries.size >= opts.limit) return { joined: false, entries: [...roster.entries.values()] };
+    roster.entries.set(member, { member, data, since: existing?.since ?? Date.now() });
+    roster.expiresAt = Date.now() + opts.ttl * 1000;
+    this.rosters.set(name, roster);
+    this.scheduleSweep();
+    return { joined: true, entries: [...roster.entries.values()].map((e) => ({ ...e })) };
+  }
+
+  protected async storeRosterList(name: string): Promise<RosterEntry[]> {
+    return [...(this.liveRoster(name)?.entries.values() ?? [])].map((e) => ({ ...e }));
+  }
+
+  protected async storeRosterUpdate(name: string, member: string, data: string, opts: RosterChangeOptions): Promise<boolean> {
+    const roster = this.liveRoster(name);
+    const entry = roster?.entries.get(member);
+    if (!roster || !entry || (opts.ifData !== undefined && entry.data !== opts.ifData)) return false;
+    entry.data = data;
+    if (opts.ttl !== undefined) roster.expiresAt = Date.now() + opts.ttl * 1000;
+    return true;
+  }
+
+  protected async storeRosterLeave(name: string, member: string, opts: RosterChangeOptions): Promise<RosterEntry[] | null> {
+    const roster = this.liveRoster(name);
+    const entry = roster?.entries.get(member);
+    if (!roster || !entry || (opts.ifData !== undefined && entry.data !== opts.ifData)) return null;
+    roster.entries.delete(member);
+    if (roster.entries.size === 0) this.rosters.delete(name);
+    return [...roster.entries.values()].map((e) => ({ ...e }));
+  }
+
+  protected async storeRosterDelete(name: string): Promise<RosterEntry[]> {
+    const roster = this.liveRoster(name);
+    this.rosters.delete(name);
+    return [...(roster?.entries.values() ?? [])];
+  }
+
+  /** No other instance can share an InMemory layer's storage, so no other instance is reachable. */
+  protected async storeInstanceAlive(): Promise<boolean> {
+    return false;
+  }
+
+  protected async storeFlush(): Promise<void> {
+    for (const q of this.queues.values()) q.items.length = 0;
+    for (const [channel, q] of this.queues) this.forgetIfIdle(channel, q);
+    this.groups.clear();
+    this.rosters.clear();
+  }
+
+  protected async storeClose(): Promise<void> {
+    clearTimeout(this.sweeper);
+    this.sweeper = undefined;
+    const err = new LayerClosed();
+    for (const q of this.queues.values()) for (const w of q.waiters.splice(0)) w.reject(err);
+    this.queues.clear();
+    this.groups.clear();
+    this.rosters.clear();
+  }
+
+  private newQueue(channel: string): Queue {
+    const q: Queue = { items: [], waiters: [] };
+    this.queues.set(channel, q);
+    return q;
+  }
+
+  private dropExpired(q: Queue, now: number): void {
+    let n = 0;
+    while (n < q.items.length && q.items[n]!.expiresAt <= now) n++;
+    if (n > 0) q.items.splice(0, n);
+  }
+
+  private forgetIfIdle(channel: string, q: Queue): void {
+    if (q.items.length === 0 && q.waiters.length === 0 && this.queues.get(channel) === q) this.queues.delete(channel);
+  }
+
+  private liveRoster(name: string): Roster | undefined {
+    const roster = this.rosters.get(name);
+    if (roster && roster.expiresAt <= Date.now()) {
+      this.rosters.delete(name);
+      return undefined;
+    }
+    return roster;
+  }
+
+  /** Sweeps expired state while there is any; the timer never keeps the process alive. */
+  private scheduleSweep(): void {
+    if (this.sweeper || this.closed) return;
+    const interval = Math.min(MAX_SWEEP_INTERVAL, this.options.expiry * 500);
+    this.sweeper = setTimeout(() => {
+      this.sweeper = undefined;
+      this.sweep();
+    }, interval);
+    this.sweeper.unref();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [channel, q] of this.queues) {
+      this.dropExpired(q, now);
+      this.forgetIfIdle(channel, q);
+    }
+    const oldest = now - this.options.groupExpiry * 1000;
+    for (const [group, members] of this.groups) {
+      for (const [channel, addedAt] of members) if (addedAt < oldest) members.delete(channel);
+      if (members.size === 0) this.groups.delete(group);
+    }
+    for (const name of this.rosters.keys()) this.liveRoster(name);
+    if (this.queues.size > 0 || this.groups.size > 0 || this.rosters.size > 0) this.scheduleSweep();
+  }
+}

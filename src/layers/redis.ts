@@ -1,0 +1,885 @@
+/**
+ * The Redis channel layer: any number of workers and instances share channels, groups and rosters.
+ *
+ * How it stays silent while idle and loses nothing across a drop:
+ *  - Each layer instance subscribes once (per host) to its own wake topic, and never polls.
+ *  - A channel this instance receives on is *held*: a process-specific channel from `newChannel`
+ *    is held by the instance its name names; a normal channel is claimed (one script: become the
+ *    holder and drain what Redis stored). A send is one script: it PUBLISHes the message to the
+ *    holder's wake topic, or stores it (bounded by capacity, expiring) when there is no live
+ *    holder or PUBLISH reached nobody. So a message for a worker that died or lost its
+ *    connection waits in Redis and is drained by whichever instance next receives on the channel.
+ *  - Every message gets a per-channel sequence number (the server clock in microseconds, kept
+ *    increasing), and the layer delivers in sequence order: messages that come by pub/sub, by a
+ *    drain, or after being put back all fall into place. Drains publish a fence to our topic, and
+ *    a drained batch is used only once its fence arrives (all that was published before it has
+ *    arrived too).
+ *  - A normal channel stays held while a receive waits and for a short linger after (consumers
+ *    receive in a loop; claiming per message would cost commands). Then, or when the receive is
+ *    aborted, the layer releases it: one script puts back what it buffered and lets go. If
+ *    messages published to us are still in flight, the script parks the channel instead (senders
+ *    store, nobody else may take it) until they have arrived, so handing a channel to another
+ *    instance never reorders or loses one.
+ *  - When a subscription drops, every channel on that host is re-claimed or drained after it
+ *    comes back; group memberships made through this instance are re-added (a restarted Redis
+ *    without persistence lost them).
+ */
+import { randomBytes } from 'node:crypto';
+import { BaseChannelLayer, randomName } from './base.js';
+import { ChannelFull, InvalidChannelLayerError, LayerClosed } from './errors.js';
+import { layerIdOf, nonLocalName } from './names.js';
+import { REDIS_KEYS } from './options.js';
+import { MessageCipher } from './redis-crypto.js';
+import { RedisKeys, hostOf } from './redis-keys.js';
+import type { ScriptName } from './redis-scripts.js';
+import { RedisTransport, parseRedisUrl, type RedisEndpoint } from './redis-transport.js';
+import type { RedisLayerOptions, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
+
+/** Where the layer connects when no `hosts` are given. */
+const DEFAULT_HOST = 'redis://127.0.0.1:6379';
+/** How long a normal channel stays held after a receive resolves, waiting for the next receive (ms). */
+const HOLD_LINGER_MS = 1000;
+/** How long an idle process-specific inbox is kept after its last receive (ms). */
+const INBOX_LINGER_MS = 5000;
+/** How long a parked channel waits for messages still in flight before letting go anyway (ms). */
+const PARK_TIMEOUT_MS = 2000;
+/** How soon an operation that failed (Redis unreachable past the retries) is tried again (ms). */
+const RETRY_MS = 1000;
+/** How long `close` waits for operations in flight before releasing and disconnecting (ms). */
+const CLOSE_WAIT_MS = 2000;
+/** Message ids remembered to drop duplicates (a command resent after a reconnect; cluster fan-out). */
+const RECENT_IDS = 4096;
+/** Bytes of a message id: 8 random per instance + a 4-byte counter. */
+const ID_BYTES = 12;
+/** Upper bound on remembered group memberships and known-empty channels. */
+const MAX_TRACKED = 100_000;
+
+/** One message as the layer holds it. */
+interface Item {
+  seq: number;
+  expiresAt: number;
+  /** Message id + payload (encoded, and sealed when encryption is on). */
+  entry: Buffer;
+}
+
+interface Waiter {
+  resolve(bytes: Uint8Array): void;
+  reject(err: unknown): void;
+  signal: AbortSignal | undefined;
+  onAbort: () => void;
+}
+
+interface Fence {
+  token: string;
+  /** The fence frame arrived (or can no longer arrive: the subscription dropped). */
+  seen: boolean;
+  /** The drained items, once the script replied. */
+  drained: Item[] | undefined;
+}
+
+/** What this instance knows and does about one channel. */
+interface Inbox {
+  readonly channel: string;
+  /** A process-specific channel of this instance (held by its name); else a normal channel. */
+  readonly specific: boolean;
+  readonly shard: number;
+  readonly capacity: number;
+  /** Undelivered messages, in sequence order. */
+  items: Item[];
+  waiters: Waiter[];
+  /** Normal channels: Redis names us the holder (as far as we know). */
+  owned: boolean;
+  /** We parked the channel: waiting for `parkTarget` arrivals before releasing. */
+  parked: boolean;
+  parkTarget: number;
+  /** Redis may have stored messages for this channel: drain before delivering. */
+  remote: boolean;
+  /** A script for this inbox is in flight. */
+  busy: boolean;
+  fence: Fence | undefined;
+  /** The subscription dropped while a claim was in flight: its result is not to be trusted. */
+  stale: boolean;
+  /** Our claim found another live holder; its release wakes us. */
+  waitingForHolder: boolean;
+  /** A release notice came while a claim was in flight. */
+  claimable: boolean;
+  /** Counting messages published to us since our claim's fence. */
+  counting: boolean;
+  arrivals: number;
+  /** Release now rather than after the linger (a receive was aborted, or the layer closes). */
+  releaseNow: boolean;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** Remembers the last few message ids, to drop a duplicate. */
+class RecentIds {
+  private readonly set = new Set<string>();
+  private readonly ring: string[] = [];
+  private next = 0;
+
+  constructor(private readonly size: number) {}
+
+  /** True if seen before; remembers it otherwise. */
+  check(channel: string, id: Buffer): boolean {
+    const key = `${channel} ${id.toString('base64')}`;
+    if (this.set.has(key)) return true;
+    const old = this.ring[this.next];
+    if (old !== undefined) this.set.delete(old);
+    this.ring[this.next] = key;
+    this.next = (this.next + 1) % this.size;
+    this.set.add(key);
+    return false;
+  }
+
+  /** Forgets an id (its message went back to Redis, so it will be drained again). */
+  forget(channel: string, id: Buffer): void {
+    this.set.delete(`${channel} ${id.toString('base64')}`);
+  }
+}
+
+function parseHosts(options: RedisLayerOptions): { endpoints: RedisEndpoint[]; cluster: boolean } {
+  const { hosts, clusterHosts, tls } = options;
+  if (tls !== undefined && (typeof tls !== 'object' || tls === null || Array.isArray(tls))) {
+    throw new InvalidChannelLayerError('Option tls must be an object of Node TLS options (for example { ca })');
+  }
+  if (hosts !== undefined && clusterHosts !== undefined) {
+    throw new InvalidChannelLayerError('Give either hosts or clusterHosts, not both');
+  }
+  if (clusterHosts !== undefined) {
+    if (!Array.isArray(clusterHosts) || clusterHosts.length === 0) {
+      throw new InvalidChannelLayerError('Option clusterHosts must be a non-empty array of redis:// or rediss:// URLs');
+    }
+    return { endpoints: clusterHosts.map((url, i) => parseRedisUrl(url, `clusterHosts[${i}]`, tls)), cluster: true };
+  }
+  const list = hosts === undefined ? [DEFAULT_HOST] : typeof hosts === 'string' ? [hosts] : hosts;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new InvalidChannelLayerError('Option hosts must be a redis:// or rediss:// URL or a non-empty array of them');
+  }
+  return { endpoints: list.map((url, i) => parseRedisUrl(url, typeof hosts === 'string' ? 'hosts' : `hosts[${i}]`, tls)), cluster: false };
+}
+
+function asBuffer(value: unknown): Buffer {
+  if (Buffer.isBuffer(value)) return value;
+  if (typeof value === 'string') return Buffer.from(value);
+  if (typeof value === 'number') return Buffer.from(String(value));
+  throw new Error(`Unexpected reply from Redis: ${typeof value}`);
+}
+
+function asArray(value: unknown): unknown[] {
+  if (!Array.isArray(value)) throw new Error(`Unexpected reply from Redis: ${typeof value}`);
+  return value;
+}
+
+/** Parses a stored queue member: `<seq>\n<expiresAt>\n<entry>`. */
+function parseMember(member: Buffer): Item {
+  const a = member.indexOf(10);
+  const b = member.indexOf(10, a + 1);
+  return { seq: Number(member.toString('latin1', 0, a)), expiresAt: Number(member.toString('latin1', a + 1, b)), entry: member.subarray(b + 1) };
+}
+
+function memberOf(item: Item): Buffer {
+  return Buffer.concat([Buffer.from(`${item.seq}\n${item.expiresAt}\n`, 'latin1'), item.entry]);
+}
+
+/** Inserts an item keeping sequence order (almost always an append). */
+function insertBySeq(items: Item[], item: Item): void {
+  let i = items.length;
+  while (i > 0 && items[i - 1]!.seq > item.seq) i--;
+  items.splice(i, 0, item);
+}
+
+function roster(reply: unknown): RosterEntry[] {
+  const flat = asArray(reply);
+  const out: RosterEntry[] = [];
+  for (let i = 0; i + 2 < flat.length; i += 3) {
+    out.push({ member: asBuffer(flat[i]).toString(), since: Number(asBuffer(flat[i + 1]).toString()), data: asBuffer(flat[i + 2]).toString() });
+  }
+  return out;
+}
+
+/** The Redis channel layer. */
+export class RedisChannelLayer extends BaseChannelLayer {
+  readonly kind = 'redis' as const;
+  private readonly keys: RedisKeys;
+  private readonly transport: RedisTransport;
+  private readonly cipher: MessageCipher | undefined;
+  private readonly inboxes = new Map<string, Inbox>();
+  private readonly fences = new Map<string, Inbox>();
+  private readonly recent = new RecentIds(RECENT_IDS);
+  /** Our process-specific channels known to have nothing stored in Redis (their first receive need not drain). */
+  private readonly clean = new Set<string>();
+  /** Roster members joined or changed through this instance: `roster\nmember` -> what to put back after a restart. */
+  private readonly rosterMembers = new Map<string, { data: string; since: number; ttlMs: number }>();
+  /** Group memberships added through this instance: `group\nchannel` -> time of add (ms). */
+  private readonly memberships = new Map<string, number>();
+  private readonly everSubscribed: boolean[];
+  /** Bumped on every subscription drop, per shard: results from before it are not trusted. */
+  private readonly epochs: number[];
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly idSeed = randomBytes(ID_BYTES - 4);
+  private idCounter = 0;
+  private closing = false;
+
+  constructor(options: RedisLayerOptions = {}) {
+    super(options, REDIS_KEYS);
+    const hosts = parseHosts(options);
+    this.cipher = options.symmetricEncryptionKeys === undefined ? undefined : new MessageCipher(options.symmetricEncryptionKeys);
+    this.keys = new RedisKeys(this.options.prefix);
+    this.transport = new RedisTransport(
+      { ...hosts, topic: this.keys.wakeTopic(this.id) },
+      {
+        message: (frame) => this.onFrame(frame),
+        subscribed: (shard) => this.onSubscribed(shard),
+        lost: (shard) => this.onLost(shard),
+      },
+    );
+    this.everSubscribed = Array.from({ length: this.transport.shards }, () => false);
+    this.epochs = Array.from({ length: this.transport.shards }, () => 0);
+  }
+
+  /** Open, every command connection ready and the wake topic subscribed on every host. */
+  override isHealthy(): boolean {
+    return super.isHealthy() && this.transport.isHealthy();
+  }
+
+  override async newChannel(prefix = 'specific'): Promise<string> {
+    const name = await super.newChannel(prefix);
+    // Subscribed already: nothing can be stored for it, so its first receive need not drain.
+    if (this.transport.isSubscribed(this.shardOf(name))) this.markClean(name);
+    return name;
+  }
+
+  // ---- sending -------------------------------------------------------------------------------
+
+  protected async storeSend(channel: string, bytes: Buffer, capacity: number): Promise<void> {
+    const now = Date.now();
+    const full = await this.run(this.shardOf(channel), 'send', [this.keys.state(channel), this.keys.queue(channel)], [
+      this.keys.base, now, now + this.expiryMs, this.entry(bytes), this.stateTtlMs, channel, capacity, layerIdOf(channel) ?? '',
+    ]);
+    if (Number(full) > 0) throw new ChannelFull(channel, capacity);
+  }
+
+  protected async storeGroupSend(group: string, bytes: Buffer): Promise<void> {
+    const now = Date.now();
+    const entry = this.entry(bytes);
+    const expiresAt = now + this.expiryMs;
+    const cutoff = now - this.options.groupExpiry * 1000;
+    const groupKeys = [this.keys.group(group), this.keys.groupCapacities(group)];
+    if (this.transport.clustered) {
+      // Members live in other slots: read the group, then one send per member (pipelined by ioredis).
+      const pairs = asArray(await this.run(0, 'groupMembers', groupKeys, [this.keys.base, cutoff]));
+      const sends: Array<Promise<unknown>> = [];
+      for (let i = 0; i + 1 < pairs.length; i += 2) {
+        const channel = asBuffer(pairs[i]).toString();
+        const cap = asBuffer(pairs[i + 1]).toString();
+        sends.push(this.run(0, 'send', [this.keys.state(channel), this.keys.queue(channel)], [
+          this.keys.base, now, expiresAt, entry, this.stateTtlMs, channel, cap === '' ? this.options.capacity : Number(cap), layerIdOf(channel) ?? '',
+        ]));
+      }
+      await Promise.all(sends);
+      return;
+    }
+    const shard = hostOf(group, this.transport.shards);
+    const reply = asArray(await this.run(shard, 'groupSend', groupKeys, [
+      this.keys.base, now, cutoff, this.options.capacity, expiresAt, entry, this.stateTtlMs, shard, this.transport.shards,
+    ]));
+    if (reply.length <= 1) return;
+    // Members whose channels live on other hosts: one script per host.
+    const byShard = new Map<number, Array<string | number>>();
+    for (let i = 1; i + 1 < reply.length; i += 2) {
+      const channel = asBuffer(reply[i]).toString();
+      const target = this.shardOf(channel);
+      let list = byShard.get(target);
+      if (!list) byShard.set(target, (list = []));
+      list.push(channel, asBuffer(reply[i + 1]).toString());
+    }
+    await Promise.all([...byShard].map(([target, list]) =>
+      this.run(target, 'deliverMany', [], [this.keys.base, now, expiresAt, entry, this.stateTtlMs, ...list])));
+  }
+
+  // ---- groups and rosters --------------------------------------------------------------------
+
+  protected async storeGroupAdd(group: string, channel: string): Promise<void> {
+    const now = Date.now();
+    await this.addMembership(group, channel, now);
+    const key = `${group}\n${channel}`;
+    this.memberships.delete(key);
+    this.memberships.set(key, now);
+    if (this.memberships.size > MAX_TRACKED) this.memberships.delete(this.memberships.keys().next().value!);
+  }
+
+  protected async storeGroupDiscard(group: string, channel: string): Promise<void> {
+    this.memberships.delete(`${group}\n${channel}`);
+    await this.run(this.groupShard(group), 'groupDiscard', [this.keys.group(group), this.keys.groupCapacities(group)], [this.keys.base, channel]);
+  }
+
+  protected async storeRosterJoin(name: string, member: string, data: string, opts: RosterJoinOptions): Promise<RosterJoinResult> {
+    const reply = asArray(await this.run(this.groupShard(name), 'rosterJoin', [this.keys.roster(name)], [
+      this.keys.base, member, data, Date.now(), opts.limit, Math.max(1, Math.round(opts.ttl * 1000)),
+    ]));
+    const result = { joined: Number(reply[0]) === 1, entries: roster(reply[1]) };
+    const mine = result.joined ? result.entries.find((e) => e.member === member) : undefined;
+    if (mine) this.trackRosterMember(name, member, data, mine.since, opts.ttl * 1000);
+    return result;
+  }
+
+  protected async storeRosterList(name: string): Promise<RosterEntry[]> {
+    return roster(await this.run(this.groupShard(name), 'rosterList', [this.keys.roster(name)], [this.keys.base]));
+  }
+
+  protected async storeRosterUpdate(name: string, member: string, data: string, opts: RosterChangeOptions): Promise<boolean> {
+    const ttl = opts.ttl === undefined ? '' : Math.max(1, Math.round(opts.ttl * 1000));
+    const reply = await this.run(this.groupShard(name), 'rosterUpdate', [this.keys.roster(name)], [
+      this.keys.base, member, data, opts.ifData === undefined ? '0' : '1', opts.ifData ?? '', ttl,
+    ]);
+    const changed = Number(reply) === 1;
+    const tracked = this.rosterMembers.get(`${name}\n${member}`);
+    if (changed && tracked) tracked.data = data;
+    return changed;
+  }
+
+  protected async storeRosterLeave(name: string, member: string, opts: RosterChangeOptions): Promise<RosterEntry[] | null> {
+    const reply = asArray(await this.run(this.groupShard(name), 'rosterLeave', [this.keys.roster(name)], [
+      this.keys.base, member, opts.ifData === undefined ? '0' : '1', opts.ifData ?? '',
+    ]));
+    if (Number(reply[0]) !== 1) return null;
+    this.rosterMembers.delete(`${name}\n${member}`);
+    return roster(reply[1]);
+  }
+
+  protected async storeRosterDelete(name: string): Promise<RosterEntry[]> {
+    for (const key of [...this.rosterMembers.keys()]) if (key.startsWith(`${name}\n`)) this.rosterMembers.delete(key);
+    return roster(await this.run(this.groupShard(name), 'rosterDelete', [this.keys.roster(name)], [this.keys.base]));
+  }
+
+  /** One PUBSUB NUMSUB on the instance's wake topic: every live instance is subscribed to its own. */
+  protected async storeInstanceAlive(layerId: string): Promise<boolean> {
+    return (await this.transport.subscriberCount(0, this.keys.wakeTopic(layerId))) > 0;
+  }
+
+  protected async storeFlush(): Promise<void> {
+    await this.transport.scanDelete(this.keys.everything());
+    this.memberships.clear();
+    this.rosterMembers.clear();
+    for (const inbox of this.inboxes.values()) {
+      // Our claims were deleted with everything else: claim again for whoever is waiting.
+      inbox.items = [];
+      inbox.remote = false;
+      inbox.owned = false;
+      inbox.parked = false;
+      inbox.waitingForHolder = false;
+      this.pump(inbox);
+    }
+  }
+
+  protected async storeClose(): Promise<void> {
+    this.closing = true;
+    const closed = new LayerClosed();
+    for (const inbox of this.inboxes.values()) {
+      clearTimeout(inbox.timer);
+      inbox.timer = undefined;
+      for (const w of inbox.waiters.splice(0)) this.settleWaiter(w, () => w.reject(closed));
+    }
+    await this.settleInflight();
+    for (const inbox of this.inboxes.values()) {
+      // A claim whose fence never came: keep what it drained.
+      for (const item of inbox.fence?.drained ?? []) insertBySeq(inbox.items, item);
+      inbox.fence = undefined;
+    }
+    // Hand back the normal channels we hold, with what we buffered for them, so another
+    // instance can take over at once; process-specific channels end with this instance.
+    await Promise.all([...this.inboxes.values()].filter((i) => !i.specific && (i.owned || i.items.length > 0)).map((i) => this.finalRelease(i)));
+    this.inboxes.clear();
+    this.fences.clear();
+    this.clean.clear();
+    this.memberships.clear();
+    this.rosterMembers.clear();
+    await this.transport.close();
+  }
+
+  // ---- receiving -----------------------------------------------------------------------------
+
+  protected storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const inbox = this.inboxFor(channel);
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        signal,
+        onAbort: () => {
+          const i = inbox.waiters.indexOf(waiter);
+          if (i === -1) return;
+          inbox.waiters.splice(i, 1);
+          reject(signal!.reason);
+          if (inbox.waiters.length === 0) inbox.releaseNow = true;
+          this.pump(inbox);
+        },
+      };
+      signal?.addEventListener('abort', waiter.onAbort, { once: true });
+      inbox.waiters.push(waiter);
+      this.pump(inbox);
+    });
+  }
+
+  private inboxFor(channel: string): Inbox {
+    let inbox = this.inboxes.get(channel);
+    if (inbox) return inbox;
+    const specific = layerIdOf(channel) === this.id;
+    inbox = {
+      channel,
+      specific,
+      shard: this.shardOf(channel),
+      capacity: this.capacityOf(channel),
+      items: [],
+      waiters: [],
+      owned: false,
+      parked: false,
+      parkTarget: 0,
+      remote: specific ? !this.clean.has(channel) : true,
+      busy: false,
+      fence: undefined,
+      stale: false,
+      waitingForHolder: false,
+      claimable: false,
+      counting: false,
+      arrivals: 0,
+      releaseNow: false,
+      timer: undefined,
+    };
+    this.clean.delete(channel);
+    this.inboxes.set(channel, inbox);
+    return inbox;
+  }
+
+  /** Moves an inbox on: claim, drain, deliver, release or forget, whichever is due. */
+  private pump(inbox: Inbox): void {
+    if (this.closing || inbox.busy || this.inboxes.get(inbox.channel) !== inbox) return;
+    if (inbox.waiters.length > 0) {
+      this.clearTimer(inbox);
+      inbox.releaseNow = false;
+      if (!inbox.specific && (!inbox.owned || inbox.parked)) {
+        if (!inbox.waitingForHolder && this.transport.isSubscribed(inbox.shard)) this.claim(inbox);
+        return;
+      }
+      if (inbox.remote) {
+        if (this.transport.isSubscribed(inbox.shard)) this.claim(inbox);
+        return;
+      }
+      this.deliver(inbox);
+      if (inbox.waiters.length > 0) return;
+    }
+    this.idle(inbox);
+  }
+
+  private deliver(inbox: Inbox): void {
+    const now = Date.now();
+    while (inbox.waiters.length > 0 && inbox.items.length > 0) {
+      const item = inbox.items.shift()!;
+      if (item.expiresAt <= now) continue;
+      const waiter = inbox.waiters.shift()!;
+      this.settleWaiter(waiter, () => {
+        let bytes: Buffer;
+        try {
+          bytes = this.open(item.entry);
+        } catch (err) {
+          waiter.reject(err);
+          return;
+        }
+        waiter.resolve(bytes);
+      });
+    }
+  }
+
+  /** No receive is waiting: release, spill, or forget the inbox, now or after a linger. */
+  private idle(inbox: Inbox): void {
+    const now = Date.now();
+    inbox.items = inbox.items.filter((item) => item.expiresAt > now);
+    if (inbox.specific) {
+      if (inbox.items.length > inbox.capacity) return this.release(inbox, true);
+      if (inbox.items.length === 0) {
+        return this.later(inbox, INBOX_LINGER_MS, () => {
+          if (inbox.items.length === 0 && inbox.waiters.length === 0) this.forget(inbox);
+          else this.pump(inbox);
+        });
+      }
+      const next = Math.min(...inbox.items.map((i) => i.expiresAt)) - now;
+      return this.later(inbox, Math.max(next, 1), () => this.pump(inbox));
+    }
+    if (inbox.parked) return this.later(inbox, PARK_TIMEOUT_MS, () => this.release(inbox, true));
+    if (inbox.owned) {
+      if (inbox.releaseNow || inbox.items.length >= inbox.capacity) return this.release(inbox, false);
+      return this.later(inbox, HOLD_LINGER_MS, () => {
+        inbox.releaseNow = true;
+        this.pump(inbox);
+      });
+    }
+    // Not ours: give back anything that reached us anyway, then forget the channel.
+    if (inbox.items.length > 0) return this.release(inbox, true);
+    this.forget(inbox);
+  }
+
+  private forget(inbox: Inbox): void {
+    if (inbox.busy || this.inboxes.get(inbox.channel) !== inbox) return;
+    this.clearTimer(inbox);
+    this.inboxes.delete(inbox.channel);
+    if (inbox.specific && !inbox.remote) this.markClean(inbox.channel);
+  }
+
+  // ---- the scripts an inbox runs ---------------------------------------------------------------
+
+  /** Claims a normal channel, or drains a process-specific one (and our normal one, when Redis stored for it). */
+  private claim(inbox: Inbox): void {
+    inbox.busy = true;
+    inbox.claimable = false;
+    inbox.stale = false;
+    inbox.counting = false;
+    const token = randomName(9);
+    inbox.fence = { token, seen: false, drained: undefined };
+    this.fences.set(token, inbox);
+    const epoch = this.epochs[inbox.shard];
+    const now = Date.now();
+    const call = inbox.specific
+      ? this.inboxOp(inbox.shard, 'drain', [this.keys.queue(inbox.channel)], [this.keys.base, this.id, token, now])
+      : this.inboxOp(inbox.shard, 'claim', [this.keys.state(inbox.channel), this.keys.queue(inbox.channel)], [this.keys.base, this.id, token, now]);
+    call.then(
+      (reply) => {
+        const [ok, members] = asArray(reply);
+        if (Number(ok) !== 1) {
+          // Another live instance holds it: wait for its release notice.
+          this.fences.delete(token);
+          inbox.fence = undefined;
+          inbox.busy = false;
+          if (!inbox.claimable) inbox.waitingForHolder = true;
+          return this.pump(inbox);
+        }
+        if (!inbox.specific) {
+          inbox.owned = true;
+          inbox.parked = false;
+          inbox.waitingForHolder = false;
+        }
+        if (epoch !== this.epochs[inbox.shard]) inbox.stale = true;
+        inbox.fence!.drained = asArray(members).map((m) => parseMember(asBuffer(m)));
+        this.finishClaim(inbox);
+      },
+      () => {
+        this.fences.delete(token);
+        inbox.fence = undefined;
+        inbox.busy = false;
+        this.retrySoon(inbox);
+      },
+    );
+  }
+
+  /** Merges a drained batch once both the script's reply and its fence are in. */
+  private finishClaim(inbox: Inbox): void {
+    const fence = inbox.fence;
+    if (!fence || !fence.seen || fence.drained === undefined) return;
+    this.fences.delete(fence.token);
+    inbox.fence = undefined;
+    for (const item of fence.drained) {
+      if (!this.recent.check(inbox.channel, item.entry.subarray(0, ID_BYTES))) insertBySeq(inbox.items, item);
+    }
+    inbox.busy = false;
+    if (inbox.stale) {
+      // The subscription dropped around the claim: claim again once it is back.
+      inbox.stale = false;
+      inbox.remote = true;
+      inbox.owned = false;
+    } else {
+      inbox.remote = false;
+    }
+    this.pump(inbox);
+  }
+
+  /**
+   * Gives a channel back: puts its buffered messages back in Redis in order and, for a normal
+   * channel we hold, lets go of it. `force` skips the in-flight check (we no longer know).
+   */
+  private release(inbox: Inbox, force: boolean): void {
+    this.clearTimer(inbox);
+    inbox.busy = true;
+    const items = inbox.items.slice();
+    const received = force || !inbox.counting ? -1 : inbox.arrivals;
+    this.releaseScript(inbox, received, items).then(
+      (reply) => {
+        inbox.busy = false;
+        const [ok, published] = asArray(reply);
+        if (Number(ok) !== 1) {
+          inbox.parked = true;
+          inbox.parkTarget = Number(published);
+          if (inbox.arrivals >= inbox.parkTarget) return this.release(inbox, false);
+          return this.pump(inbox);
+        }
+        this.gaveBack(inbox, items);
+        inbox.releaseNow = false;
+        if (inbox.specific) {
+          inbox.remote = true;
+        } else {
+          inbox.owned = false;
+          inbox.parked = false;
+          inbox.counting = false;
+          inbox.remote = true;
+        }
+        this.pump(inbox);
+      },
+      () => {
+        inbox.busy = false;
+        this.retrySoon(inbox);
+      },
+    );
+  }
+
+  private releaseScript(inbox: Inbox, received: number, items: Item[]): Promise<unknown> {
+    return this.inboxOp(inbox.shard, 'release', [this.keys.state(inbox.channel), this.keys.queue(inbox.channel)], [
+      this.keys.base, this.id, received, Date.now(), this.stateTtlMs, inbox.channel, ...items.map(memberOf),
+    ]);
+  }
+
+  /** Drops items that went back to Redis (and their ids from the duplicate check: they come back by a drain). */
+  private gaveBack(inbox: Inbox, items: Item[]): void {
+    const given = new Set(items);
+    inbox.items = inbox.items.filter((i) => !given.has(i));
+    for (const item of items) this.recent.forget(inbox.channel, item.entry.subarray(0, ID_BYTES));
+  }
+
+  /** At close: release a held channel, waiting briefly for messages still in flight. */
+  private async finalRelease(inbox: Inbox): Promise<void> {
+    const deadline = Date.now() + PARK_TIMEOUT_MS;
+    try {
+      for (;;) {
+        const force = !inbox.counting || Date.now() >= deadline;
+        const items = inbox.items.slice();
+        const [ok, published] = asArray(await this.releaseScript(inbox, force ? -1 : inbox.arrivals, items));
+        if (Number(ok) === 1) {
+          this.gaveBack(inbox, items);
+          if (inbox.items.length === 0) return;
+          continue;
+        }
+        const target = Number(published);
+        while (inbox.arrivals < target && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      }
+    } catch {
+      // Redis is unreachable: what we buffered goes with this instance.
+    }
+  }
+
+  // ---- wake topic ----------------------------------------------------------------------------
+
+  private onFrame(frame: Buffer): void {
+    const kind = frame[0];
+    if (kind === 0x4d /* M */) return this.onMessages(frame);
+    const rest = frame.toString('latin1', 1);
+    if (kind === 0x46 /* F */) {
+      const inbox = this.fences.get(rest);
+      if (!inbox?.fence || inbox.fence.token !== rest) return;
+      inbox.fence.seen = true;
+      inbox.counting = true;
+      inbox.arrivals = 0;
+      return this.finishClaim(inbox);
+    }
+    const inbox = this.inboxes.get(rest);
+    if (kind === 0x4e /* N */) {
+      if (inbox) {
+        inbox.remote = true;
+        this.pump(inbox);
+      } else {
+        this.clean.delete(rest);
+      }
+      return;
+    }
+    if (kind === 0x43 /* C */ && inbox) {
+      if (inbox.busy) inbox.claimable = true;
+      inbox.waitingForHolder = false;
+      this.pump(inbox);
+    }
+  }
+
+  /** `M<k>\n(<channel>\n<seq>\n)*k<expiresAt>\n<entry>` */
+  private onMessages(frame: Buffer): void {
+    let pos = 1;
+    const field = (): string => {
+      const end = frame.indexOf(10, pos);
+      const text = frame.toString('latin1', pos, end);
+      pos = end + 1;
+      return text;
+    };
+    const count = Number(field());
+    const targets: Array<[string, number]> = [];
+    for (let i = 0; i < count; i++) targets.push([field(), Number(field())]);
+    const expiresAt = Number(field());
+    const entry = frame.subarray(pos);
+    const id = entry.subarray(0, ID_BYTES);
+    for (const [channel, seq] of targets) {
+      if (this.recent.check(channel, id)) continue;
+      const inbox = this.inboxFor(channel);
+      insertBySeq(inbox.items, { seq, expiresAt, entry });
+      if (inbox.counting) inbox.arrivals++;
+      if (inbox.busy) continue;
+      if (inbox.parked && inbox.arrivals >= inbox.parkTarget) this.release(inbox, false);
+      else if (inbox.waiters.length > 0) this.pump(inbox);
+      else if (!inbox.timer || inbox.items.length > inbox.capacity || !inbox.owned) this.pump(inbox);
+    }
+  }
+
+  private onLost(shard: number): void {
+    this.epochs[shard]!++;
+    this.clean.clear();
+    for (const inbox of this.inboxes.values()) {
+      if (inbox.shard !== shard) continue;
+      inbox.remote = true;
+      inbox.counting = false;
+      if (!inbox.specific) {
+        inbox.owned = false;
+        inbox.parked = false;
+        inbox.waitingForHolder = false;
+      }
+      if (inbox.fence && !inbox.fence.seen) {
+        // Its fence may have been published into the dropped connection.
+        inbox.fence.seen = true;
+        inbox.stale = true;
+        this.finishClaim(inbox);
+      }
+    }
+  }
+
+  private onSubscribed(shard: number): void {
+    if (this.closing) return;
+    const again = this.everSubscribed[shard];
+    this.everSubscribed[shard] = true;
+    if (again) {
+      this.restoreMemberships(shard);
+      this.restoreRosters(shard);
+    }
+    for (const inbox of [...this.inboxes.values()]) if (inbox.shard === shard) this.pump(inbox);
+  }
+
+  /** Re-adds the memberships this instance made (a Redis restart without persistence lost them). */
+  private restoreMemberships(shard: number): void {
+    const oldest = Date.now() - this.options.groupExpiry * 1000;
+    for (const [key, addedAt] of this.memberships) {
+      const [group, channel] = key.split('\n') as [string, string];
+      if (addedAt <= oldest) {
+        this.memberships.delete(key);
+        continue;
+      }
+      if (this.groupShard(group) === shard) this.addMembership(group, channel, addedAt).catch(() => {});
+    }
+  }
+
+  /**
+   * Puts back the roster members this instance joined and has not seen leave, oldest first, where
+   * they are missing (a Redis restart without persistence lost them); a member still there is
+   * left as it is, so newer data written by another instance wins.
+   */
+  private restoreRosters(shard: number): void {
+    const members = [...this.rosterMembers.entries()].sort((a, b) => a[1].since - b[1].since);
+    for (const [key, m] of members) {
+      const [name, member] = key.split('\n') as [string, string];
+      if (this.groupShard(name) !== shard) continue;
+      this.run(shard, 'rosterRestore', [this.keys.roster(name)], [this.keys.base, member, m.data, m.since, Math.max(1, Math.round(m.ttlMs))]).catch(() => {});
+    }
+  }
+
+  private trackRosterMember(name: string, member: string, data: string, since: number, ttlMs: number): void {
+    const key = `${name}\n${member}`;
+    this.rosterMembers.delete(key);
+    this.rosterMembers.set(key, { data, since, ttlMs });
+    if (this.rosterMembers.size > MAX_TRACKED) this.rosterMembers.delete(this.rosterMembers.keys().next().value!);
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  private addMembership(group: string, channel: string, addedAt: number): Promise<unknown> {
+    const cap = this.capacityOf(channel);
+    const ttl = Math.max(1, Math.round(addedAt + this.options.groupExpiry * 1000 - Date.now()));
+    return this.run(this.groupShard(group), 'groupAdd', [this.keys.group(group), this.keys.groupCapacities(group)], [
+      this.keys.base, addedAt, ttl, channel, cap === this.options.capacity ? '' : cap,
+    ]);
+  }
+
+  private run(shard: number, script: ScriptName, keys: string[], args: Array<string | Buffer | number>): Promise<unknown> {
+    return this.transport.run(shard, script, keys, args);
+  }
+
+  /** Runs an inbox's own script (claim, drain, release), which `close` waits for before handing channels back. */
+  private inboxOp(shard: number, script: ScriptName, keys: string[], args: Array<string | Buffer | number>): Promise<unknown> {
+    const p = this.transport.run(shard, script, keys, args);
+    this.inflight.add(p);
+    const done = (): void => {
+      this.inflight.delete(p);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  private async settleInflight(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.inflight]),
+      new Promise((r) => {
+        timer = setTimeout(r, CLOSE_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  private settleWaiter(waiter: Waiter, settle: () => void): void {
+    waiter.signal?.removeEventListener('abort', waiter.onAbort);
+    settle();
+  }
+
+  private later(inbox: Inbox, ms: number, fn: () => void): void {
+    if (inbox.timer) return;
+    inbox.timer = setTimeout(() => {
+      inbox.timer = undefined;
+      if (!this.closing) fn();
+    }, ms);
+    inbox.timer.unref();
+  }
+
+  private clearTimer(inbox: Inbox): void {
+    clearTimeout(inbox.timer);
+    inbox.timer = undefined;
+  }
+
+  private retrySoon(inbox: Inbox): void {
+    this.clearTimer(inbox);
+    this.later(inbox, RETRY_MS, () => this.pump(inbox));
+  }
+
+  private markClean(channel: string): void {
+    if (this.clean.size >= MAX_TRACKED) this.clean.clear();
+    this.clean.add(channel);
+  }
+
+  private shardOf(channel: string): number {
+    return this.transport.clustered ? 0 : hostOf(nonLocalName(channel), this.transport.shards);
+  }
+
+  private groupShard(name: string): number {
+    return this.transport.clustered ? 0 : hostOf(name, this.transport.shards);
+  }
+
+  /** A message id + the payload (sealed when encryption is on). */
+  private entry(bytes: Buffer): Buffer {
+    const id = Buffer.allocUnsafe(ID_BYTES);
+    this.idSeed.copy(id, 0);
+    id.writeUInt32BE(this.idCounter, ID_BYTES - 4);
+    this.idCounter = (this.idCounter + 1) >>> 0;
+    return Buffer.concat([id, this.cipher ? this.cipher.seal(bytes) : bytes]);
+  }
+
+  private open(entry: Buffer): Buffer {
+    const payload = entry.subarray(ID_BYTES);
+    return this.cipher ? this.cipher.open(payload) : payload;
+  }
+
+  private get expiryMs(): number {
+    return Math.max(1, Math.round(this.options.expiry * 1000));
+  }
+
+  /** How long a channel's state (its sequence counter) outlives its last send when nobody holds it. */
+  private get stateTtlMs(): number {
+    return this.expiryMs + 60_000;
+  }
+}

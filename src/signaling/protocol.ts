@@ -1,0 +1,94 @@
+/**
+ * Protocol v1 (shared/protocol.md): what clients may send, the error codes, and the close code
+ * each error ends a connection with, in one table.
+ */
+import { z } from 'zod';
+
+/** Error codes and, where the error ends the connection, the close code. */
+export const ERRORS = {
+  'bad-message': { close: undefined },
+  'unknown-peer': { close: undefined },
+  'peer-unavailable': { close: undefined },
+  unavailable: { close: undefined },
+  'too-large': { close: 1009 },
+  'rate-limited': { close: 4429 },
+  'call-full': { close: 4409 },
+  'invalid-call-id': { close: 4400 },
+  unauthorized: { close: 4401 },
+  forbidden: { close: 4403 },
+  'server-restart': { close: 1012 },
+} as const;
+
+/** A protocol error code. */
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The error message a client receives. */
+export function errorMessage(code: ErrorCode, message: string): { type: 'error'; code: string; message: string } {
+  return { type: 'error', code: code === 'forbidden' ? 'unauthorized' : code, message };
+}
+
+const peerId = z.string().min(1).max(64);
+const to = { to: peerId.optional() };
+
+const candidateInit = z.looseObject({
+  candidate: z.string().max(4096),
+  sdpMid: z.string().max(256).nullable().optional(),
+  sdpMLineIndex: z.number().int().min(0).max(65535).nullable().optional(),
+  usernameFragment: z.string().max(256).nullable().optional(),
+});
+
+/** The schema of each message a client may send: the signals (the shapes simple-peer and the W3C API emit), `bye` and `ping`. */
+const SCHEMAS = {
+  offer: z.looseObject({ type: z.literal('offer'), sdp: z.string(), ...to }),
+  answer: z.looseObject({ type: z.literal('answer'), sdp: z.string(), ...to }),
+  pranswer: z.looseObject({ type: z.literal('pranswer'), sdp: z.string(), ...to }),
+  rollback: z.looseObject({ type: z.literal('rollback'), ...to }),
+  candidate: z.looseObject({ type: z.literal('candidate'), candidate: z.union([candidateInit, z.null()]), ...to }),
+  renegotiate: z.looseObject({ type: z.literal('renegotiate'), renegotiate: z.boolean(), ...to }),
+  transceiverRequest: z.looseObject({
+    type: z.literal('transceiverRequest'),
+    transceiverRequest: z.looseObject({ kind: z.string().max(64), init: z.record(z.string(), z.unknown()).optional() }),
+    ...to,
+  }),
+  bye: z.looseObject({ type: z.literal('bye') }),
+  ping: z.looseObject({ type: z.literal('ping') }),
+} as const;
+
+/** A validated client message. */
+export type ClientMessage = z.infer<(typeof SCHEMAS)[keyof typeof SCHEMAS]>;
+
+/** The types a client may send. */
+export const CLIENT_TYPES: ReadonlySet<string> = new Set(Object.keys(SCHEMAS));
+
+/** How deeply a client message may nest (signals are shallow; deeper input is refused, never walked recursively). */
+export const MAX_DEPTH = 32;
+
+/** True when `value` nests no deeper than `max` levels (iterative: hostile input cannot overflow the stack). */
+function shallow(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= max) return false;
+    for (const child of Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+  }
+  return true;
+}
+
+/** Parses a client frame's JSON; a sentence saying what is wrong when it is not a valid message. */
+export function parseClientMessage(content: unknown): { ok: true; message: ClientMessage } | { ok: false; reason: string } {
+  if (typeof content !== 'object' || content === null || Array.isArray(content)) {
+    return { ok: false, reason: 'A message must be a JSON object with a "type".' };
+  }
+  const type = (content as { type?: unknown }).type;
+  if (typeof type !== 'string') return { ok: false, reason: 'A message must have a string "type".' };
+  if (!CLIENT_TYPES.has(type)) return { ok: false, reason: `Unknown message type "${type.slice(0, 64)}".` };
+  if (!shallow(content, MAX_DEPTH)) return { ok: false, reason: `A message may nest at most ${MAX_DEPTH} levels deep.` };
+  const parsed = SCHEMAS[type as keyof typeof SCHEMAS].safeParse(content);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.length ? `"${issue.path.join('.')}"` : 'the message';
+    return { ok: false, reason: `Bad "${type}" message: ${where} is not valid (${issue?.message ?? 'invalid'}).` };
+  }
+  return { ok: true, message: parsed.data };
+}

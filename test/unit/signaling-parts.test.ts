@@ -1,0 +1,121 @@
+import { createHmac } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { InMemoryChannelLayer } from '../../src/layers/index.js';
+import {
+  checkAccessToken, iceServersFor, parseClientMessage, parseResumeToken, readSeat, Seats, signAccessToken, TokenBucket, turnCredentials,
+} from '../../src/signaling/index.js';
+
+describe('TURN REST credentials', () => {
+  it('follow the coturn formula: username "<expiry>:<id>", credential base64(HMAC-SHA1(secret, username))', () => {
+    const now = Date.UTC(2026, 0, 1);
+    const { username, credential } = turnCredentials('s3cret', 'peer1', 3600, now);
+    expect(username).toBe(`${now / 1000 + 3600}:peer1`);
+    expect(credential).toBe(createHmac('sha1', 's3cret').update(username).digest('base64'));
+  });
+
+  it('are handed out only with TURN urls and a secret; STUN entries carry none', () => {
+    const cfg = { stunUrls: ['stun:s.example:3478'], turnUrls: ['turn:t.example:3478'], turnSecret: 'x', turnTtl: 600 };
+    const { iceServers, ttl } = iceServersFor(cfg, 'id');
+    expect(ttl).toBe(600);
+    expect(iceServers[0]).toEqual({ urls: ['stun:s.example:3478'] });
+    expect(iceServers[1]).toMatchObject({ urls: ['turn:t.example:3478'], username: expect.stringMatching(/^\d+:id$/) });
+    expect(iceServersFor({ ...cfg, stunUrls: [], turnUrls: [] }, 'id').iceServers).toEqual([]);
+  });
+});
+
+describe('access tokens', () => {
+  const secret = 'a-long-enough-secret';
+  it('admit their own call until they expire', () => {
+    const token = signAccessToken(secret, 'room1', 60);
+    expect(checkAccessToken(secret, token, 'room1')).toBeUndefined();
+    expect(checkAccessToken(secret, token, 'room2')).toMatch(/another call/);
+    expect(checkAccessToken(secret, token, 'room1', Date.now() + 61_000)).toMatch(/expired/);
+  });
+  it('refuse forged, malformed and missing tokens', () => {
+    const token = signAccessToken(secret, 'room1', 60);
+    expect(checkAccessToken('another-secret-xyz', token, 'room1')).toMatch(/signature/);
+    expect(checkAccessToken(secret, `${token}x`, 'room1')).toMatch(/signature/);
+    expect(checkAccessToken(secret, 'garbage', 'room1')).toMatch(/malformed/);
+    expect(checkAccessToken(secret, undefined, 'room1')).toMatch(/required/);
+  });
+});
+
+describe('the token bucket', () => {
+  it('lets a burst through, then refuses until tokens refill; a rate of 0 never refuses', () => {
+    const b = new TokenBucket(1, 3);
+    expect([b.take(), b.take(), b.take(), b.take()]).toEqual([true, true, true, false]);
+    const off = new TokenBucket(0, 1);
+    for (let i = 0; i < 1000; i++) expect(off.take()).toBe(true);
+  });
+});
+
+describe('client message validation', () => {
+  it.each([
+    [{ type: 'offer', sdp: 'v=0' }],
+    [{ type: 'answer', sdp: 'v=0', to: 'p' }],
+    [{ type: 'candidate', candidate: { candidate: 'candidate:1 1 udp 1 1.2.3.4 5 typ host', sdpMid: '0', sdpMLineIndex: 0 } }],
+    [{ type: 'renegotiate', renegotiate: true }],
+    [{ type: 'transceiverRequest', transceiverRequest: { kind: 'video', init: {} } }],
+    [{ type: 'bye' }],
+    [{ type: 'ping' }],
+  ])('accepts %o', (m) => expect(parseClientMessage(m).ok).toBe(true));
+
+  it.each([
+    [[1, 2], /JSON object/],
+    [{ sdp: 'x' }, /string "type"/],
+    [{ type: 'welcome' }, /Unknown message type "welcome"/],
+    [{ type: 'offer', sdp: 5 }, /Bad "offer" message: "sdp"/],
+    [{ type: 'candidate', candidate: 'x' }, /Bad "candidate" message/],
+    [{ type: 'offer', sdp: 'v=0', to: 7 }, /"to"/],
+  ])('refuses %o with a sentence', (m, reason) => {
+    const r = parseClientMessage(m);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.reason).toMatch(reason);
+  });
+
+  it('passes unknown extra fields through untouched', () => {
+    const r = parseClientMessage({ type: 'offer', sdp: 'v=0', extra: { a: 1 } });
+    expect(r.ok && (r.message as Record<string, unknown>).extra).toEqual({ a: 1 });
+  });
+});
+
+describe('seats', () => {
+  let layer: InMemoryChannelLayer;
+  afterEach(() => layer.close());
+
+  it('hold at most maxPeers, in join order, and resume only with the current token, once', async () => {
+    layer = new InMemoryChannelLayer();
+    const seats = new Seats(layer, { maxPeers: 2, ttl: 60 });
+    const a = (await seats.join('c1', 'ctl-a'))!;
+    const b = (await seats.join('c1', 'ctl-b'))!;
+    expect(await seats.join('c1', 'ctl-c')).toBeUndefined();
+    expect(b.entries.map((e) => e.member)).toEqual([a.peerId, b.peerId]);
+    expect(parseResumeToken(a.resumeToken)?.peerId).toBe(a.peerId);
+
+    const resumed = (await seats.resume('c1', a.resumeToken, 'ctl-a2'))!;
+    expect(resumed.seat.peerId).toBe(a.peerId);
+    expect(resumed.previous.c).toBe('ctl-a');
+    expect(readSeat(resumed.seat.data)?.g).toBe(1);
+    expect(await seats.resume('c1', a.resumeToken, 'ctl-a3')).toBeUndefined(); // single use
+    expect(await seats.resume('c2', resumed.seat.resumeToken, 'ctl-a3')).toBeUndefined(); // its own call only
+    // the old connection's data no longer matches: it cannot free the resumed seat
+    expect(await seats.leave('c1', a.peerId, a.data)).toBeNull();
+    expect(await seats.leave('c1', a.peerId, resumed.seat.data)).toHaveLength(1);
+  });
+
+  it('keep exactly one of two peers polite however peers come and go', async () => {
+    layer = new InMemoryChannelLayer();
+    const seats = new Seats(layer, { maxPeers: 2, ttl: 60 });
+    const a = (await seats.join('c1', 'ctl-a'))!;
+    const b = (await seats.join('c1', 'ctl-b'))!;
+    expect([a.polite, b.polite]).toEqual([false, true]);
+    await seats.leave('c1', a.peerId, a.data);
+    const c = (await seats.join('c1', 'ctl-c'))!;
+    expect([b.polite, c.polite]).toEqual([true, false]);
+    await seats.leave('c1', c.peerId, c.data);
+    const d = (await seats.join('c1', 'ctl-d'))!;
+    expect(d.polite).toBe(false);
+    const resumed = (await seats.resume('c1', b.resumeToken, 'ctl-b2'))!;
+    expect(resumed.seat.polite).toBe(true);
+  });
+});
