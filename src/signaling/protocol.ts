@@ -90,5 +90,7 @@ export function parseClientMessage(content: unknown): { ok: true; message: Clien
     const where = issue?.path.length ? `"${issue.path.join('.')}"` : 'the message';
     return { ok: false, reason: `Bad "${type}" message: ${where} is not valid (${issue?.message ?? 'invalid'}).` };
   }
-  return { ok: true, message: parsed.data };
+  // The client's own object, not zod's copy: the copy loses keys such as "__proto__" (assigned, not
+  // defined), and protocol.md passes a signal through untouched. The schemas transform nothing.
+  return { ok: true, message: content as ClientMessage };
 }

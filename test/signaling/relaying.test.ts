@@ -52,6 +52,15 @@ describe('the five simple-peer signal shapes', () => {
     expect(await b.c.next()).toEqual({ ...offer, from: a.id });
   });
 
+  it('passes "__proto__" keys through as ordinary fields, at the top and nested (found by the fuzz suite)', async () => {
+    const { a, b } = await pair(one);
+    a.c.sendRaw('{"__proto__":[],"type":"renegotiate","renegotiate":true,"x":{"__proto__":{"polluted":1}}}');
+    const got = await b.c.next('renegotiate');
+    expect(Object.keys(got)).toContain('__proto__');
+    expect(JSON.parse(JSON.stringify(got))).toEqual(JSON.parse(`{"__proto__":[],"type":"renegotiate","renegotiate":true,"x":{"__proto__":{"polluted":1}},"from":"${a.id}"}`));
+    expect(({} as Record<string, unknown>).polluted, 'no prototype was touched').toBeUndefined();
+  });
+
   it('relays a multi-kilobyte SDP byte for byte', async () => {
     const { a, b } = await pair(one);
     const lines = range(0, 400).map((i) => `a=candidate:${i} 1 udp 2122260223 192.168.${i % 255}.1 ${50000 + i} typ host`);
