@@ -76,7 +76,8 @@ export abstract class BaseChannelLayer implements ChannelLayer {
     }
     this.requireOpen();
     opts.signal?.throwIfAborted();
-    return decodeMessage(await this.storeReceive(channel, opts.signal));
+    const stored = await this.storeReceive(channel, opts.signal);
+    return stored instanceof Uint8Array ? decodeMessage(stored) : stored;
   }
 
   async groupAdd(group: string, channel: string): Promise<void> {
@@ -162,7 +163,8 @@ export abstract class BaseChannelLayer implements ChannelLayer {
   }
 
   protected abstract storeSend(channel: string, bytes: Buffer, capacity: number): Promise<void>;
-  protected abstract storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Uint8Array>;
+  /** The next message's encoded bytes, or a copy a backend kept instead (InMemory: codec.ts `copyMessage`). */
+  protected abstract storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Uint8Array | Message>;
   protected abstract storeGroupAdd(group: string, channel: string): Promise<void>;
   protected abstract storeGroupDiscard(group: string, channel: string): Promise<void>;
   /** Sends to each member with its own capacity (`this.capacityOf`), skipping full ones. */

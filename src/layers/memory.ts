@@ -4,17 +4,44 @@
  * here works on Redis.
  */
 import { BaseChannelLayer } from './base.js';
+import { copyMessage } from './codec.js';
 import { ChannelFull, LayerClosed } from './errors.js';
-import type { LayerOptions, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
+import { requireValidChannelName } from './names.js';
+import type { LayerOptions, Message, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
+
+/** What a queue keeps: the codec's bytes, or a checked copy of the message (`copyMessage`). */
+type Stored = Uint8Array | Message;
 
 interface Waiter {
-  resolve(bytes: Uint8Array): void;
+  resolve(stored: Stored): void;
   reject(err: unknown): void;
+  /** Gives up waiting: the receive's signal fired. */
+  abort(reason: unknown): void;
 }
 
 interface Queue {
-  items: Array<{ bytes: Uint8Array; expiresAt: number }>;
+  items: Array<{ stored: Stored; expiresAt: number }>;
   waiters: Waiter[];
+}
+
+/**
+ * The waiters of each abort signal. A consumer passes the same signal to every receive on a
+ * channel, so one 'abort' listener per signal, added once, replaces an add and a remove per
+ * receive (EventTarget listeners cost more than the rest of a receive).
+ */
+const waitersOf = new WeakMap<AbortSignal, Set<Waiter>>();
+
+function watchAbort(signal: AbortSignal, waiter: Waiter): void {
+  let waiters = waitersOf.get(signal);
+  if (!waiters) {
+    const set = (waiters = new Set());
+    waitersOf.set(signal, set);
+    signal.addEventListener('abort', () => {
+      for (const w of [...set]) w.abort(signal.reason);
+      set.clear();
+    }, { once: true });
+  }
+  waiters.add(waiter);
 }
 
 interface Roster {
@@ -37,55 +64,69 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     super(options);
   }
 
-  protected async storeSend(channel: string, bytes: Buffer, capacity: number): Promise<void> {
-    if (!this.deliver(channel, bytes, capacity)) throw new ChannelFull(channel, capacity);
+  /**
+   * A message made only of plain values is kept as a checked copy (codec.ts `copyMessage`: the
+   * same value the codec's round trip gives, without packing and unpacking it); anything else
+   * goes through the codec like on every backend, so both accept and refuse the same messages.
+   * Each stored message is received once, so the copy is the receiver's own.
+   */
+  override async send(channel: string, message: Message): Promise<void> {
+    const copy = copyMessage(message, this.options.maxMessageSize);
+    if (copy === undefined) return super.send(channel, message);
+    requireValidChannelName(channel);
+    this.requireOpen();
+    await this.storeSend(channel, copy, this.capacityOf(channel));
   }
 
-  /** Hands bytes to a waiting receiver or queues them; false when the channel is full. */
-  private deliver(channel: string, bytes: Uint8Array, capacity: number): boolean {
+  protected async storeSend(channel: string, stored: Stored, capacity: number): Promise<void> {
+    if (!this.deliver(channel, stored, capacity)) throw new ChannelFull(channel, capacity);
+  }
+
+  /** Hands a message to a waiting receiver or queues it; false when the channel is full. */
+  private deliver(channel: string, stored: Stored, capacity: number): boolean {
     const queue = this.queues.get(channel);
     const waiter = queue?.waiters.shift();
     if (waiter) {
-      waiter.resolve(bytes);
+      waiter.resolve(stored);
       return true;
     }
     const now = Date.now();
     const q = queue ?? this.newQueue(channel);
     this.dropExpired(q, now);
     if (q.items.length >= capacity) return false;
-    q.items.push({ bytes, expiresAt: now + this.options.expiry * 1000 });
+    q.items.push({ stored, expiresAt: now + this.options.expiry * 1000 });
     this.scheduleSweep();
     return true;
   }
 
-  protected storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
+  protected storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Stored> {
     const q = this.queues.get(channel) ?? this.newQueue(channel);
     this.dropExpired(q, Date.now());
     const item = q.items.shift();
     if (item) {
       this.forgetIfIdle(channel, q);
-      return Promise.resolve(item.bytes);
+      return Promise.resolve(item.stored);
     }
-    return new Promise<Uint8Array>((resolve, reject) => {
-      const onAbort = (): void => {
-        const i = q.waiters.indexOf(waiter);
-        if (i !== -1) q.waiters.splice(i, 1);
-        this.forgetIfIdle(channel, q);
-        reject(signal!.reason);
-      };
+    return new Promise<Stored>((resolve, reject) => {
       const waiter: Waiter = {
-        resolve: (bytes) => {
-          signal?.removeEventListener('abort', onAbort);
+        resolve: (stored) => {
+          if (signal) waitersOf.get(signal)?.delete(waiter);
           this.forgetIfIdle(channel, q);
-          resolve(bytes);
+          resolve(stored);
         },
         reject: (err) => {
-          signal?.removeEventListener('abort', onAbort);
+          if (signal) waitersOf.get(signal)?.delete(waiter);
           reject(err);
+        },
+        abort: (reason) => {
+          const i = q.waiters.indexOf(waiter);
+          if (i !== -1) q.waiters.splice(i, 1);
+          this.forgetIfIdle(channel, q);
+          reject(reason);
         },
       };
       q.waiters.push(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal) watchAbort(signal, waiter);
     });
   }
 
