@@ -75,7 +75,8 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     if (copy === undefined) return super.send(channel, message);
     requireValidChannelName(channel);
     this.requireOpen();
-    await this.storeSend(channel, copy, this.capacityOf(channel));
+    const capacity = this.capacityOf(channel);
+    if (!this.deliver(channel, copy, capacity)) throw new ChannelFull(channel, capacity);
   }
 
   protected async storeSend(channel: string, stored: Stored, capacity: number): Promise<void> {
@@ -110,8 +111,9 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     return new Promise<Stored>((resolve, reject) => {
       const waiter: Waiter = {
         resolve: (stored) => {
+          // The queue stays for the receiver's next receive (usually at once); the sweep drops it if not.
           if (signal) waitersOf.get(signal)?.delete(waiter);
-          this.forgetIfIdle(channel, q);
+          this.scheduleSweep();
           resolve(stored);
         },
         reject: (err) => {
