@@ -13,7 +13,10 @@
  *    when PUBLISH reached nobody, it stores it in the queue (capacity permitting) and, if there is
  *    a holder, publishes a one-line notice so it drains the queue.
  *  - Wake topic frames: `M<k>\n(<channel>\n<seq>\n)*k<expiresAt>\n<entry>` a message for k
- *    channels; `N<channel>` the channel's queue holds messages; `C<channel>` the channel's holder
+ *    channels; `N<channel>` the channel's queue holds messages; `L<channel>` the same, stored
+ *    because a PUBLISH to the holder counted none of its subscribers on the node that ran the
+ *    send (on a cluster the bus still delivers `L` to its subscribers elsewhere; for a normal
+ *    channel the holder was let go: claim again); `C<channel>` the channel's holder
  *    let go (for instances waiting to hold it); `F<token>` a fence (everything published to this
  *    topic before the script that sent it has arrived).
  *  - A queue member is `<seq>\n<expiresAt>\n<entry>`, scored by seq. Sequence numbers are the
@@ -94,6 +97,15 @@ end
 -- Sends one entry to every target; returns how many were full (and skipped).
 local function deliver_all(targets, exp, entry, now, state_ttl)
   local full = 0
+  -- A PUBLISH to the holder counted nobody on this node, so the message was stored. The holder
+  -- may be gone (then a normal channel is let go), or, on a cluster, alive but without a
+  -- subscriber on this node (a failover it has not seen yet). The cluster bus carries every
+  -- PUBLISH to every node, so an 'L' notice reaches such a holder through its subscribers on
+  -- the other nodes: it drains what was stored, claims the channel again and subscribes here.
+  local function lost_here(owner, t)
+    if not t.implicit then drop_owner(t.state, t.ch, state_ttl) end
+    redis.call('PUBLISH', wake_topic(owner), 'L' .. t.ch)
+  end
   local by_owner, owners = {}, {}
   for _, t in ipairs(targets) do
     t.seq = next_seq(t.state)
@@ -111,8 +123,8 @@ local function deliver_all(targets, exp, entry, now, state_ttl)
       if not g then g = {}; by_owner[owner] = g; owners[#owners + 1] = owner end
       g[#g + 1] = t
     elseif store(t.queue, t.seq, exp, entry, now, t.cap) then
-      if live and redis.call('PUBLISH', wake_topic(owner), 'N' .. t.ch) == 0 and not t.implicit then
-        drop_owner(t.state, t.ch, state_ttl)
+      if live and redis.call('PUBLISH', wake_topic(owner), 'N' .. t.ch) == 0 then
+        lost_here(owner, t)
       end
     else
       full = full + 1
@@ -132,8 +144,8 @@ local function deliver_all(targets, exp, entry, now, state_ttl)
       end
     else
       for _, t in ipairs(g) do
-        if not t.implicit then drop_owner(t.state, t.ch, state_ttl) end
         if not store(t.queue, t.seq, exp, entry, now, t.cap) then full = full + 1 end
+        lost_here(owner, t)
       end
     end
   end

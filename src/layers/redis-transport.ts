@@ -7,7 +7,18 @@
  * ever with backoff; the subscriber re-subscribes itself and then reports `subscribed`, so the
  * layer knows when it may claim channels again. On Redis Cluster, one command client (ioredis
  * Cluster, routing each script by its first key's slot) and one subscriber per master: PUBLISH
- * in a cluster counts only the publishing node's subscribers, so we listen on every node.
+ * in a cluster counts only the publishing node's subscribers (the bus still carries the message
+ * to every node), so we listen on every master.
+ *
+ * Failover on a cluster. The masters are those of ioredis's slot table (CLUSTER SLOTS), and the
+ * wake topic counts as subscribed only while every one of them has a live subscriber of ours; a
+ * subscribed connection that drops is reported `lost` even if the rest still look complete (what
+ * was published into it is gone), and `subscribed` follows once every master is covered again,
+ * so the layer claims and drains its channels again. While some master lacks a subscriber, and
+ * only then, the slot table is re-read every second (ioredis re-reads it only when a command
+ * fails, and an instance that only receives sends none to the failed slots). A failover nobody
+ * here has seen (CLUSTER FAILOVER; a replica ioredis did not list) is learned from the layer:
+ * a send that found none of our subscribers on its node makes it call `refreshTopology`.
  */
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
@@ -68,6 +79,10 @@ export interface TransportEvents {
 
 /** How long `close` waits for a connection's QUIT before cutting it. */
 const QUIT_TIMEOUT_MS = 1000;
+/** While a master lacks our subscriber: how often the cluster's slot table is read again (ms). */
+const RESYNC_MS = 1000;
+/** The least time between two reads of the slot table asked for by `refreshTopology` (ms). */
+const REFRESH_GAP_MS = 250;
 
 function connectionOptions(ep: RedisEndpoint): RedisOptions {
   return {
@@ -104,9 +119,13 @@ function watch(conn: Redis | Cluster, label: string, isClosed: () => boolean): v
 /** One subscriber connection, subscribed to one topic, re-subscribing after every reconnect. */
 class Subscriber {
   readonly conn: Redis;
+  /** host:port, as ioredis names cluster nodes. */
+  readonly key: string;
   subscribed = false;
 
-  constructor(ep: RedisEndpoint, topic: string, onFrame: (frame: Buffer) => void, onChange: () => void, isClosed: () => boolean) {
+  /** `onChange(dropped)`: the subscription came up (false) or a subscribed connection dropped (true). */
+  constructor(ep: RedisEndpoint, topic: string, onFrame: (frame: Buffer) => void, onChange: (dropped: boolean) => void, isClosed: () => boolean) {
+    this.key = `${ep.host}:${ep.port}`;
     this.conn = new Redis({
       ...connectionOptions(ep),
       // We subscribe ourselves on 'ready', to know when the subscription is in place.
@@ -122,7 +141,7 @@ class Subscriber {
         () => {
           if (isClosed() || this.subscribed || this.conn.status !== 'ready') return;
           this.subscribed = true;
-          onChange();
+          onChange(false);
         },
         () => {
           // The connection dropped mid-subscribe: 'ready' comes again and we retry.
@@ -132,9 +151,27 @@ class Subscriber {
     this.conn.on('close', () => {
       if (!this.subscribed) return;
       this.subscribed = false;
-      onChange();
+      onChange(true);
     });
   }
+}
+
+/**
+ * The masters of ioredis's slot table (CLUSTER SLOTS as last read). Not its connection pool: the
+ * pool drops a dead master at once (its connection ended), while its slots have no other master
+ * until the cluster fails over, and a subscriber set that covers the pool's masters then covers
+ * only part of the slots.
+ */
+function slotTable(cluster: Cluster): { masters: Set<string> } {
+  const masters = new Set<string>();
+  let last: string[] | undefined;
+  for (const keys of cluster.slots) {
+    // A range of slots shares one array: look at each once.
+    if (!keys || keys === last) continue;
+    last = keys;
+    if (keys[0]) masters.add(keys[0]);
+  }
+  return { masters };
 }
 
 type ScriptCall = (...args: Array<string | Buffer | number>) => Promise<unknown>;
@@ -170,11 +207,14 @@ export class RedisTransport {
   private readonly subscribers: Subscriber[][];
   private readonly shardSubscribed: boolean[];
   private closed = false;
-  /** Cluster only: re-reads the masters and fixes the subscriber set. */
+  /** Cluster only: the command client, whose slot table says which nodes serve which slots. */
+  private readonly cluster: Cluster | undefined;
+  /** Cluster only: re-reads the slot table (CLUSTER SLOTS) and fixes the subscriber set. */
   private resync: (() => void) | undefined;
-  /** Cluster only: the masters as ioredis sees them now (host:port). */
-  private masters: (() => string[]) | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
+  /** `refreshTopology`: a re-read waiting for its turn, and when the last one started. */
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private lastRefresh = 0;
 
   constructor(
     config: { endpoints: RedisEndpoint[]; cluster: boolean; topic: string },
@@ -196,26 +236,23 @@ export class RedisTransport {
         enableReadyCheck: true,
         scaleReads: 'master',
       });
+      this.cluster = cluster;
       watch(cluster, `cluster ${config.endpoints.map((ep) => ep.label).join(', ')}`, isClosed);
       this.commands = [cluster];
       this.subscribers = [[]];
-      cluster.on('ready', () => this.syncClusterSubscribers(cluster, first, config.topic));
-      // Masters come and go (failover promotes a replica): keep one subscriber per current master.
+      const sync = (): void => this.syncClusterSubscribers(cluster, first, config.topic);
+      cluster.on('ready', sync);
+      // The slot table changes (a failover promotes a replica, nodes join): follow it.
       for (const event of ['+node', '-node', 'refresh']) {
         cluster.on(event, () => {
-          if (cluster.status === 'ready' || event === '-node') this.syncClusterSubscribers(cluster, first, config.topic);
+          if (cluster.status === 'ready' || event === '-node') sync();
         });
       }
-      // ioredis re-reads the cluster's slots only when a command fails, so after a failover it can
-      // keep a dead master in its list (and us a dead subscriber) for good. While a master lacks a
-      // live subscriber, and only then (never while healthy and idle), refresh the slots every
-      // second and look again, until every master has one.
-      this.masters = () => cluster.nodes('master').map((n) => `${n.options.host}:${n.options.port}`);
-      this.resync = () => {
-        const refresh = (cluster as unknown as { refreshSlotsCache?(cb: () => void): void }).refreshSlotsCache;
-        if (refresh) refresh.call(cluster, () => this.syncClusterSubscribers(cluster, first, config.topic));
-        else this.syncClusterSubscribers(cluster, first, config.topic);
-      };
+      // ioredis re-reads the slot table only when a command fails, and an instance that only
+      // receives sends none to the slots of its channels: after a failover it would keep the dead
+      // master in its table for good. So while some master in the table lacks a live subscriber,
+      // and only then (never while healthy and idle), re-read the table every second.
+      this.resync = () => cluster.refreshSlotsCache(sync);
     } else {
       this.commands = config.endpoints.map((ep) => {
         const conn = new Redis(connectionOptions(ep));
@@ -223,7 +260,7 @@ export class RedisTransport {
         return conn;
       });
       this.subscribers = config.endpoints.map((ep, shard) => [
-        new Subscriber(ep, config.topic, (f) => this.frame(f), () => this.recount(shard), isClosed),
+        new Subscriber(ep, config.topic, (f) => this.frame(f), (dropped) => this.recount(shard, dropped), isClosed),
       ]);
     }
     for (const conn of this.commands) {
@@ -236,6 +273,21 @@ export class RedisTransport {
   /** True while the wake topic is subscribed on the shard (every master, on a cluster). */
   isSubscribed(shard: number): boolean {
     return this.shardSubscribed[shard] ?? false;
+  }
+
+  /**
+   * On a cluster: re-reads the slot table now (at most every REFRESH_GAP_MS) and fixes the
+   * subscriber set. The layer calls it when a send found none of our subscribers on the node it
+   * ran on, which means a failover we have not seen. Elsewhere: nothing to do.
+   */
+  refreshTopology(): void {
+    if (!this.resync || this.closed || this.refreshTimer) return;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      this.lastRefresh = Date.now();
+      this.resync?.();
+    }, Math.max(0, this.lastRefresh + REFRESH_GAP_MS - Date.now()));
+    this.refreshTimer.unref();
   }
 
   /** True while every command connection is ready and every shard subscribed. */
@@ -288,6 +340,7 @@ export class RedisTransport {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.resyncTimer);
+    clearTimeout(this.refreshTimer);
     const all: Array<Redis | Cluster> = [...this.commands, ...this.subscribers.flat().map((s) => s.conn)];
     await Promise.all(all.map((conn) => quit(conn)));
   }
@@ -296,23 +349,34 @@ export class RedisTransport {
     if (!this.closed) this.events.message(frame);
   }
 
-  private recount(shard: number): void {
+  /**
+   * Works out whether the wake topic is subscribed on a shard and tells the layer when that
+   * changes. `dropped`: a subscribed connection closed. Frames published into it may be lost, so
+   * that is a loss even when the rest still cover every master (the layer then claims and drains
+   * its channels again once `subscribed` follows).
+   */
+  private recount(shard: number, dropped: boolean): void {
     if (this.closed) return;
     const subs = this.subscribers[shard]!;
-    // On a cluster, subscribed means: every current master has a live subscriber (a promoted
-    // replica we have not subscribed to yet would take publishes we never see).
-    const masters = this.masters?.();
-    const now = masters
-      ? masters.length > 0 && masters.every((m) => subs.some((s) => s.subscribed && `${s.conn.options.host}:${s.conn.options.port}` === m))
-      : subs.length > 0 && subs.every((s) => s.subscribed);
-    if (this.resync) {
+    let now: boolean;
+    if (this.cluster) {
+      // Subscribed means: every master of ioredis's slot table has a live subscriber (PUBLISH
+      // counts the subscribers of the node it runs on, so a master without ours stores instead).
+      const { masters } = slotTable(this.cluster);
+      now = masters.size > 0 && [...masters].every((m) => subs.some((s) => s.subscribed && s.key === m));
       if (!now && !this.resyncTimer) {
-        this.resyncTimer = setInterval(() => this.resync?.(), 1000);
+        this.resyncTimer = setInterval(() => this.resync?.(), RESYNC_MS);
         this.resyncTimer.unref();
       } else if (now && this.resyncTimer) {
         clearInterval(this.resyncTimer);
         this.resyncTimer = undefined;
       }
+    } else {
+      now = subs.length > 0 && subs.every((s) => s.subscribed);
+    }
+    if (dropped && this.shardSubscribed[shard]) {
+      this.shardSubscribed[shard] = false;
+      this.events.lost(shard);
     }
     if (now === this.shardSubscribed[shard]) return;
     this.shardSubscribed[shard] = now;
@@ -320,29 +384,36 @@ export class RedisTransport {
     else this.events.lost(shard);
   }
 
-  /** Keeps one subscriber per cluster master: adds the new ones, drops those that are no longer masters. */
+  /**
+   * Keeps one subscriber per master of the slot table. Subscribers of nodes that are no longer
+   * masters go once they are down, or once the others cover every master (a stale read of the
+   * table must not cost us a live one on a promoted replica).
+   */
   private syncClusterSubscribers(cluster: Cluster, first: RedisEndpoint, topic: string): void {
     if (this.closed) return;
     const subs = this.subscribers[0]!;
-    const masters = new Set(cluster.nodes('master').map((n) => `${n.options.host}:${n.options.port}`));
-    if (masters.size === 0) return; // between two views of the cluster: keep what we have
-    let added = false;
+    const { masters } = slotTable(cluster);
+    if (masters.size === 0) return; // no table yet: keep what we have
+    const have = new Set(subs.map((s) => s.key));
+    for (const key of masters) {
+      if (have.has(key)) continue;
+      const colon = key.lastIndexOf(':');
+      const host = key.slice(0, colon);
+      const port = Number(key.slice(colon + 1));
+      if (!host || !port) continue;
+      const shownHost = host.includes(':') ? `[${host}]` : host;
+      const ep: RedisEndpoint = { ...first, host, port, db: 0, label: `${first.label.split('//')[0]}//${shownHost}:${port}` };
+      if (first.tls && !isIP(host)) ep.tls = { ...first.tls, servername: host };
+      subs.push(new Subscriber(ep, topic, (f) => this.frame(f), (dropped) => this.recount(0, dropped), () => this.closed));
+    }
+    const covered = [...masters].every((m) => subs.some((s) => s.subscribed && s.key === m));
     for (let i = subs.length - 1; i >= 0; i--) {
       const sub = subs[i]!;
-      if (masters.has(`${sub.conn.options.host}:${sub.conn.options.port}`)) continue;
+      if (masters.has(sub.key) || (sub.subscribed && !covered)) continue;
       subs.splice(i, 1);
+      // A subscribed one reports its drop from its 'close' event: frames in flight to it are lost.
       sub.conn.disconnect();
-      added = true; // the set changed: recount below
     }
-    const have = new Set(subs.map((s) => `${s.conn.options.host}:${s.conn.options.port}`));
-    for (const node of cluster.nodes('master')) {
-      const { host, port } = node.options;
-      if (!host || !port || have.has(`${host}:${port}`)) continue;
-      const ep: RedisEndpoint = { ...first, host, port, db: 0, label: `${first.label.split('//')[0]}//${host}:${port}` };
-      if (first.tls && !isIP(host)) ep.tls = { ...first.tls, servername: host };
-      subs.push(new Subscriber(ep, topic, (f) => this.frame(f), () => this.recount(0), () => this.closed));
-      added = true;
-    }
-    this.recount(0);
+    this.recount(0, false);
   }
 }

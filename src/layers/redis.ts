@@ -23,6 +23,11 @@
  *  - When a subscription drops, every channel on that host is re-claimed or drained after it
  *    comes back; group memberships made through this instance are re-added (a restarted Redis
  *    without persistence lost them).
+ *  - On a Redis Cluster a failover moves a channel's keys to a promoted replica. When a send there
+ *    finds none of our subscribers (we have not seen the failover yet), it stores the message,
+ *    lets go of a normal channel and publishes an `L` notice, which the cluster bus brings to our
+ *    subscribers on the other masters: we claim the channel again (draining what was stored, in
+ *    sequence order, duplicates dropped by id) and have the transport re-read the cluster.
  */
 import { randomBytes } from 'node:crypto';
 import { BaseChannelLayer, randomName } from './base.js';
@@ -94,6 +99,8 @@ interface Inbox {
   parkTarget: number;
   /** Redis may have stored messages for this channel: drain before delivering. */
   remote: boolean;
+  /** An N or L notice came while a claim was in flight: it may tell of a message stored after the claim drained, so drain again. */
+  renotified: boolean;
   /** A script for this inbox is in flight. */
   busy: boolean;
   fence: Fence | undefined;
@@ -436,6 +443,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       parked: false,
       parkTarget: 0,
       remote: specific ? !this.clean.has(channel) : true,
+      renotified: false,
       busy: false,
       fence: undefined,
       stale: false,
@@ -531,6 +539,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
   private claim(inbox: Inbox): void {
     inbox.busy = true;
     inbox.claimable = false;
+    inbox.renotified = false;
     inbox.stale = false;
     inbox.counting = false;
     const token = randomName(9);
@@ -549,6 +558,9 @@ export class RedisChannelLayer extends BaseChannelLayer {
           this.fences.delete(token);
           inbox.fence = undefined;
           inbox.busy = false;
+          // We may have held it until a send let us go (L): it is not ours now.
+          inbox.owned = false;
+          inbox.parked = false;
           if (!inbox.claimable) inbox.waitingForHolder = true;
           return this.pump(inbox);
         }
@@ -586,8 +598,9 @@ export class RedisChannelLayer extends BaseChannelLayer {
       inbox.remote = true;
       inbox.owned = false;
     } else {
-      inbox.remote = false;
+      inbox.remote = inbox.renotified;
     }
+    inbox.renotified = false;
     this.pump(inbox);
   }
 
@@ -678,9 +691,14 @@ export class RedisChannelLayer extends BaseChannelLayer {
       return this.finishClaim(inbox);
     }
     const inbox = this.inboxes.get(rest);
-    if (kind === 0x4e /* N */) {
+    if (kind === 0x4e /* N */ || kind === 0x4c /* L */) {
+      // L: a send stored for want of a subscriber of ours on the node that ran it (the cluster
+      // bus brought us the notice from there): a failover we have not seen. Look at the cluster
+      // again, and claim the channel again (a normal one was let go) to drain what was stored.
+      if (kind === 0x4c) this.transport.refreshTopology();
       if (inbox) {
         inbox.remote = true;
+        if (inbox.busy) inbox.renotified = true;
         this.pump(inbox);
       } else {
         this.clean.delete(rest);

@@ -60,6 +60,14 @@ export interface RedisCluster {
   view(): Promise<NodeView[]>;
   /** The live master serving `slot` now. */
   masterOf(slot: number): Promise<ClusterNode>;
+  /** A live replica of a master, if it has one. */
+  replicaOf(master: ClusterNode): Promise<ClusterNode | undefined>;
+  /**
+   * A manual failover, as an operator (or a provider's maintenance) runs it: CLUSTER FAILOVER on
+   * a replica, which takes over its master's slots while the master stays up as its replica.
+   * Resolves once every live node agrees and the cluster is healthy.
+   */
+  failover(replica: ClusterNode, timeoutMs?: number): Promise<void>;
   /** Kills a node (SIGKILL by default: no goodbye to the cluster, as a crash). */
   kill(node: ClusterNode, signal?: NodeJS.Signals): Promise<void>;
   /** Waits until the live nodes agree the cluster is ok and every slot has a live master. */
@@ -191,6 +199,26 @@ export async function startRedisCluster(opts: ClusterOptions = {}): Promise<Redi
       const node = nodes.find((n) => n.id === owner?.id);
       if (!node?.alive) throw new Error(`slot ${slot} has no live master (owner: ${owner?.port ?? 'none'})`);
       return node;
+    },
+    async replicaOf(master) {
+      const replica = (await cluster.view()).find((v) => v.masterId === master.id && !v.flags.some((f) => f.startsWith('fail')));
+      return nodes.find((n) => n.id === replica?.id && n.alive);
+    },
+    async failover(replica, timeoutMs = 20_000) {
+      const reply = (await cliAt(replica.port, ['CLUSTER', 'FAILOVER'])).trim();
+      if (reply !== 'OK') throw new Error(`CLUSTER FAILOVER on ${replica.port}: ${reply}`);
+      await waitUntil(
+        `node ${replica.port} to be a master in every live node's view`,
+        async () => {
+          for (const n of live()) {
+            const me = parseClusterNodes(await cliAt(n.port, ['CLUSTER', 'NODES'])).find((v) => v.id === replica.id);
+            if (!me?.flags.includes('master') || me.slots.length === 0) return false;
+          }
+          return true;
+        },
+        timeoutMs,
+      );
+      await cluster.waitUntilHealthy(timeoutMs);
     },
     async kill(node, signal = 'SIGKILL') {
       if (!node.alive) return;
