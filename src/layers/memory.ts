@@ -12,16 +12,43 @@ import type { LayerOptions, Message, RosterChangeOptions, RosterEntry, RosterJoi
 /** What a queue keeps: the codec's bytes, or a checked copy of the message (`copyMessage`). */
 type Stored = Uint8Array | Message;
 
-interface Waiter {
-  resolve(stored: Stored): void;
-  reject(err: unknown): void;
-  /** Gives up waiting: the receive's signal fired. */
-  abort(reason: unknown): void;
-}
-
 interface Queue {
   items: Array<{ stored: Stored; expiresAt: number }>;
   waiters: Waiter[];
+}
+
+/**
+ * A pending receive. An idle connection keeps one per channel it reads, so it is one small
+ * object with methods (not a set of closures).
+ */
+class Waiter {
+  constructor(
+    /** The layer's `forgetIfIdle` (one function per layer, shared by its waiters). */
+    private readonly forget: (channel: string, q: Queue) => void,
+    private readonly channel: string,
+    private readonly queue: Queue,
+    private readonly signal: AbortSignal | undefined,
+    private readonly settle: (stored: Stored) => void,
+    private readonly fail: (err: unknown) => void,
+  ) {}
+
+  resolve(stored: Stored): void {
+    if (this.signal) waitersOf.get(this.signal)?.delete(this);
+    this.settle(stored);
+  }
+
+  reject(err: unknown): void {
+    if (this.signal) waitersOf.get(this.signal)?.delete(this);
+    this.fail(err);
+  }
+
+  /** Gives up waiting, taking nothing: the receive's signal fired. */
+  abort(reason: unknown): void {
+    const i = this.queue.waiters.indexOf(this);
+    if (i !== -1) this.queue.waiters.splice(i, 1);
+    this.forget(this.channel, this.queue);
+    this.fail(reason);
+  }
 }
 
 /**
@@ -89,6 +116,8 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     const waiter = queue?.waiters.shift();
     if (waiter) {
       waiter.resolve(stored);
+      // The queue stays for the receiver's next receive (usually at once); the sweep drops it if not.
+      this.scheduleSweep();
       return true;
     }
     const now = Date.now();
@@ -109,24 +138,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
       return Promise.resolve(item.stored);
     }
     return new Promise<Stored>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve: (stored) => {
-          // The queue stays for the receiver's next receive (usually at once); the sweep drops it if not.
-          if (signal) waitersOf.get(signal)?.delete(waiter);
-          this.scheduleSweep();
-          resolve(stored);
-        },
-        reject: (err) => {
-          if (signal) waitersOf.get(signal)?.delete(waiter);
-          reject(err);
-        },
-        abort: (reason) => {
-          const i = q.waiters.indexOf(waiter);
-          if (i !== -1) q.waiters.splice(i, 1);
-          this.forgetIfIdle(channel, q);
-          reject(reason);
-        },
-      };
+      const waiter = new Waiter(this.forgetIfIdle, channel, q, signal, resolve, reject);
       q.waiters.push(waiter);
       if (signal) watchAbort(signal, waiter);
     });
@@ -234,9 +246,10 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     if (n > 0) q.items.splice(0, n);
   }
 
-  private forgetIfIdle(channel: string, q: Queue): void {
+  /** Drops a channel's queue once it holds nothing and nobody waits on it (an arrow: waiters share it). */
+  private readonly forgetIfIdle = (channel: string, q: Queue): void => {
     if (q.items.length === 0 && q.waiters.length === 0 && this.queues.get(channel) === q) this.queues.delete(channel);
-  }
+  };
 
   private liveRoster(name: string): Roster | undefined {
     const roster = this.rosters.get(name);
