@@ -169,6 +169,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
       if (!this.seat) return this.refuse(this.refusal!.code, this.refusal!.message);
       const seat = this.seat;
       const others = seat.entries.filter((e) => e.member !== seat.peerId);
+      seat.entries = []; // the roster as it was at joining: an idle connection need not keep it
       for (const e of others) this.peers.add(e.member);
       await this.sendJson({
         type: 'welcome',

@@ -27,7 +27,7 @@ export interface Seat {
   resumeToken: string;
   /** The seat's data as last written by this connection (for compare-and-set). */
   data: string;
-  /** The call's seats after joining, oldest first. */
+  /** The call's seats after joining, oldest first (the consumer lets them go once it has welcomed the peer). */
   entries: RosterEntry[];
   /** Whether this peer is the polite one. */
   polite: boolean;
