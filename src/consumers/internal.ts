@@ -15,7 +15,8 @@ export interface WebsocketControl {
   readonly bufferedAmount: number;
   accept(subprotocol: string | undefined): Promise<void>;
   close(code: number, reason: string): Promise<void>;
-  send(data: string | Uint8Array): Promise<void>;
+  /** Sends a frame at once; a promise only when the send closed the connection instead (a peer over maxBufferedBytes). */
+  send(data: string | Uint8Array): Promise<void> | undefined;
 }
 
 /** The state of an HTTP response, as the consumer sees it. */

@@ -14,9 +14,14 @@
  * receives are aborted as soon as the connection is known to be over (before the groups are
  * left and `disconnect` runs), so nothing more is taken off the layer for a consumer that can
  * no longer deliver it: a stable channel keeps it for the next connection.
+ *
+ * Memory: a runner is what an idle connection costs beside its socket, so it keeps little: one
+ * AbortController for all its receives (stopping one channel aborts them all, and the others
+ * are armed again: an aborted receive takes nothing), jobs queued unwrapped, `done` built only
+ * when asked for, and the consumer's logger built only when something is logged.
  */
 import { requireValidChannelName, type ChannelLayer, type Message } from '../layers/index.js';
-import { bindRuntime, handlerTable, type Consumer, type ConsumerClassLike } from './consumer.js';
+import { bindRuntime, handlerTable, type Consumer, type ConsumerClassLike, type ConsumerRuntime } from './consumer.js';
 import { DenyConnection, StopConsumer } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { DEFAULT_MAX_BUFFERED_BYTES, FRAME_QUEUE_HIGH_WATER, FRAME_QUEUE_LOW_WATER } from './options.js';
@@ -45,22 +50,33 @@ export interface RunnerOptions {
   maxBufferedBytes?: number;
   /** Observers. */
   hooks?: ConsumerHooks;
+  /**
+   * Called once the consumer has finished, as `done` resolves. A binding passes one function for
+   * all its runners: cheaper per connection than a `done.then(...)`.
+   */
+  onDone?(runner: Runner<Consumer>): void;
 }
+
+const NO_HOOKS: ConsumerHooks = Object.freeze({});
 
 /** A channel the consumer receives from: its own, and any it `listen`s to. */
-interface Source {
-  channel: string;
-  abort: AbortController;
+class Source {
   /** The receive in flight, if any (settles without rejecting). */
   pending: Promise<void> | undefined;
-  active: boolean;
+  active = true;
+  constructor(readonly channel: string) {}
 }
 
-type Job =
-  | { kind: 'frame'; frame: Frame }
-  | { kind: 'message'; message: Message; source: Source }
-  | { kind: 'task'; run: () => Promise<void> }
-  | { kind: 'finish'; code: number };
+/** A layer message taken from `source`, waiting for its turn. */
+class Delivery {
+  constructor(readonly message: Message, readonly source: Source) {}
+}
+
+/**
+ * A queued job, kept unwrapped: a client frame as itself, a layer message as a Delivery, a task
+ * as its function, and the finish as its close code.
+ */
+type Job = Frame | Delivery | (() => Promise<void>) | number;
 
 /** Calls a user hook; a throw or a rejection is logged, never propagated. */
 export function callHook(log: Logger, name: string, hook: ((...args: never[]) => unknown) | undefined, ...args: unknown[]): void {
@@ -76,11 +92,11 @@ export function callHook(log: Logger, name: string, hook: ((...args: never[]) =>
 }
 
 /** The queue, the layer receive and the lifecycle every consumer shares. */
-export abstract class Runner<C extends Consumer> {
+export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   /** The consumer instance (one per connection). */
   readonly consumer: C;
-  /** Resolves when the consumer has finished: groups left and `disconnect` run. Never rejects. */
-  readonly done: Promise<void>;
+  /** The logger the consumer's `log` derives from. */
+  readonly logger: Logger;
   protected readonly layer: ChannelLayer;
   protected readonly hooks: ConsumerHooks;
   protected readonly maxBufferedBytes: number;
@@ -92,44 +108,72 @@ export abstract class Runner<C extends Consumer> {
   private draining = false;
   private queuedFrames = 0;
   private paused = false;
-  private readonly sources: Source[] = [];
+  private sources: Source[] = [];
+  /** Aborts every pending receive of this runner; replaced when one channel stops alone. */
+  private receiveOptions: { signal: AbortSignal } | undefined;
+  private abortReceives: AbortController | undefined;
   private receiving = true;
-  private joinedGroups: string[] = [];
-  private finished = false;
-  private resolveDone!: () => void;
+  private joinedGroups: string[] | undefined;
+  private finishing = false;
+  private over = false;
+  private donePromise: Promise<void> | undefined;
+  private resolveDone: (() => void) | undefined;
+  private readonly onDone: ((runner: Runner<Consumer>) => void) | undefined;
 
   constructor(Class: ConsumerClassLike & (new () => C), opts: RunnerOptions) {
     handlerTable(Class); // a misdeclared class fails here, before any connection work
     this.layer = opts.layer;
-    this.hooks = opts.hooks ?? {};
+    this.logger = opts.logger ?? consoleLogger;
+    this.hooks = opts.hooks ?? NO_HOOKS;
     this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
-    this.done = new Promise<void>((resolve) => (this.resolveDone = resolve));
+    this.onDone = opts.onDone;
     const consumer = new Class();
     consumer.scope = opts.scope;
     consumer.channelLayer = opts.layer;
-    bindRuntime(consumer, { logger: opts.logger ?? consoleLogger, listen: (channel) => this.listen(channel) });
+    bindRuntime(consumer, this);
     this.consumer = consumer;
   }
 
-  /** This connection's logger. */
+  /** Resolves when the consumer has finished: groups left and `disconnect` run. Never rejects. */
+  get done(): Promise<void> {
+    if (!this.donePromise) {
+      this.donePromise = this.over ? Promise.resolve() : new Promise<void>((resolve) => (this.resolveDone = resolve));
+    }
+    return this.donePromise;
+  }
+
+  /** This connection's logger (built on first use). */
   get log(): Logger {
     return this.consumer.log;
   }
 
   /** Starts the consumer: channel, groups, receive, then its first handler, as the first job. */
   start(): void {
-    this.enqueue({ kind: 'task', run: () => this.setup() });
+    this.enqueue(() => this.setup());
+  }
+
+  /**
+   * Starts receiving from `channel` (what the consumer's `listen` calls); the returned stop
+   * resolves once its pending receive has ended.
+   */
+  listen(channel: string): () => Promise<void> {
+    requireValidChannelName(channel);
+    if (!this.receiving) return async () => {};
+    const source = new Source(channel);
+    this.sources.push(source);
+    this.arm(source);
+    return () => this.stopSource(source);
   }
 
   /** Runs `run` as a handler of this consumer, in turn with the others (skipped once the consumer stopped). */
   protected enqueueTask(run: () => Promise<void>): void {
-    this.enqueue({ kind: 'task', run });
+    this.enqueue(run);
   }
 
   /** Queues a client frame. */
   protected enqueueFrame(frame: Frame): void {
     this.queuedFrames++;
-    this.enqueue({ kind: 'frame', frame });
+    this.enqueue(frame);
     if (!this.paused && this.queuedFrames >= FRAME_QUEUE_HIGH_WATER) {
       this.paused = true;
       this.pauseFrames();
@@ -139,17 +183,15 @@ export abstract class Runner<C extends Consumer> {
   /** Queues the end of the consumer: groups left, then disconnect. */
   protected enqueueFinish(code: number): void {
     this.stopReceiving();
-    this.enqueue({ kind: 'finish', code });
+    this.enqueue(code);
   }
 
   /** Aborts every pending layer receive; the layer keeps every message not yet taken. */
   protected stopReceiving(): void {
     if (!this.receiving) return;
     this.receiving = false;
-    for (const source of this.sources) {
-      source.active = false;
-      source.abort.abort();
-    }
+    for (const source of this.sources) source.active = false;
+    this.abortReceives?.abort();
   }
 
   /** Runs the first handler (connect, handle). */
@@ -158,8 +200,10 @@ export abstract class Runner<C extends Consumer> {
   protected abstract end(err: unknown): Promise<void>;
   /** Calls the consumer's disconnect. */
   protected abstract callDisconnect(code: number): Promise<void>;
-  /** Handles one client frame. */
-  protected async handleFrame(_frame: Frame): Promise<void> {}
+  /** Handles one client frame (a promise while it runs; nothing when it had nothing to do). */
+  protected handleFrame(_frame: Frame): Promise<void> | undefined {
+    return undefined;
+  }
   /** Stops reading client frames (backpressure). */
   protected pauseFrames(): void {}
   /** Resumes reading client frames. */
@@ -172,76 +216,87 @@ export abstract class Runner<C extends Consumer> {
     consumer.channelName = await consumer['resolveChannelName']();
     for (const group of consumer.groups()) {
       await this.layer.groupAdd(group, consumer.channelName);
-      this.joinedGroups.push(group);
+      (this.joinedGroups ??= []).push(group);
     }
     this.listen(consumer.channelName);
     await this.begin();
   }
 
-  /** Starts receiving from `channel`; the returned stop resolves once its pending receive has ended. */
-  private listen(channel: string): () => Promise<void> {
-    requireValidChannelName(channel);
-    const source: Source = { channel, abort: new AbortController(), pending: undefined, active: this.receiving };
-    if (!source.active) return async () => {};
-    this.sources.push(source);
-    this.arm(source);
-    return async () => {
+  /** Stops one channel: every pending receive is aborted (taking nothing) and the others armed again. */
+  private async stopSource(source: Source): Promise<void> {
+    const i = this.sources.indexOf(source);
+    if (i !== -1) this.sources.splice(i, 1);
+    if (source.active) {
       source.active = false;
-      source.abort.abort();
-      await source.pending;
-      const i = this.sources.indexOf(source);
-      if (i !== -1) this.sources.splice(i, 1);
-    };
+      if (source.pending) this.renewAbort();
+    }
+    await source.pending;
+  }
+
+  /** Aborts the pending receives and gives later ones a fresh signal; each still-active source is re-armed as its receive ends. */
+  private renewAbort(): void {
+    const old = this.abortReceives;
+    this.abortReceives = undefined;
+    this.receiveOptions = undefined;
+    old?.abort();
   }
 
   /** Receives the next message of `source`; it is armed again once that message was dispatched. */
   private arm(source: Source): void {
     if (!source.active) return;
-    source.pending = this.layer.receive(source.channel, { signal: source.abort.signal }).then(
+    if (!this.receiveOptions) {
+      this.abortReceives = new AbortController();
+      this.receiveOptions = { signal: this.abortReceives.signal };
+    }
+    const signal = this.receiveOptions.signal;
+    source.pending = this.layer.receive(source.channel, this.receiveOptions).then(
       (message) => {
         // Even if the receive was stopped meanwhile, the message was taken: it is dispatched in turn.
         source.pending = undefined;
-        this.enqueue({ kind: 'message', message, source });
+        this.enqueue(new Delivery(message, source));
       },
       (err: unknown) => {
         source.pending = undefined;
-        if (source.abort.signal.aborted) return;
-        this.enqueueTask(() => Promise.reject(err));
+        if (!signal.aborted) this.enqueue(() => Promise.reject(err));
+        else if (source.active && this.receiving) this.arm(source); // another channel stopped alone
       },
     );
   }
 
   private enqueue(job: Job): void {
     this.jobs.push(job);
-    if (!this.draining) {
-      this.drain().catch((err: unknown) => this.log.error({ err }, 'Consumer queue failed'));
-    }
+    if (!this.draining) void this.drain();
   }
 
+  /** Runs the queued jobs in order, one at a time; never rejects. */
   private async drain(): Promise<void> {
     this.draining = true;
+    const jobs = this.jobs;
     try {
-      while (this.head < this.jobs.length) {
-        const job = this.jobs[this.head]!;
-        this.jobs[this.head++] = undefined;
-        await this.run(job);
-        if (this.head === this.jobs.length) {
+      while (this.head < jobs.length) {
+        const job = jobs[this.head]!;
+        jobs[this.head++] = undefined;
+        if (typeof job === 'number') await this.finish(job);
+        else await this.run(job);
+        if (this.head === jobs.length) {
           // Drained: an idle connection keeps no queue storage.
-          this.jobs.length = 0;
+          jobs.length = 0;
           this.head = 0;
-        } else if (this.head >= 1024 && this.head * 2 >= this.jobs.length) {
-          this.jobs.splice(0, this.head);
+        } else if (this.head >= 1024 && this.head * 2 >= jobs.length) {
+          jobs.splice(0, this.head);
           this.head = 0;
         }
       }
+    } catch (err) {
+      this.log.error({ err }, 'Consumer queue failed');
     } finally {
       this.draining = false;
     }
   }
 
-  private async run(job: Job): Promise<void> {
-    if (job.kind === 'finish') return this.finish(job.code);
-    if (job.kind === 'frame') {
+  private async run(job: Frame | Delivery | (() => Promise<void>)): Promise<void> {
+    const isFrame = typeof job !== 'function' && !(job instanceof Delivery);
+    if (isFrame) {
       this.queuedFrames--;
       if (this.paused && this.queuedFrames <= FRAME_QUEUE_LOW_WATER) {
         this.paused = false;
@@ -249,18 +304,20 @@ export abstract class Runner<C extends Consumer> {
       }
     }
     if (this.stopped) {
-      if (job.kind === 'message') this.log.warn({ type: job.message.type }, 'A layer message reached a consumer that has stopped; it was not dispatched');
+      if (job instanceof Delivery) this.log.warn({ type: job.message.type }, 'A layer message reached a consumer that has stopped; it was not dispatched');
       return;
     }
     try {
-      if (job.kind === 'frame') await this.handleFrame(job.frame);
-      else if (job.kind === 'task') await job.run();
-      else {
+      if (typeof job === 'function') await job();
+      else if (job instanceof Delivery) {
         try {
           await this.consumer.dispatch(job.message);
         } finally {
           this.arm(job.source);
         }
+      } else {
+        const handling = this.handleFrame(job);
+        if (handling) await handling;
       }
     } catch (err) {
       await this.fail(err);
@@ -285,18 +342,18 @@ export abstract class Runner<C extends Consumer> {
   }
 
   private async finish(code: number): Promise<void> {
-    if (this.finished) return;
-    this.finished = true;
+    if (this.finishing) return;
+    this.finishing = true;
     this.stopped = true;
     this.stopReceiving();
-    for (const group of this.joinedGroups) {
+    for (const group of this.joinedGroups ?? []) {
       try {
         await this.layer.groupDiscard(group, this.consumer.channelName);
       } catch (err) {
         this.log.warn({ err, group }, 'Leaving a group failed');
       }
     }
-    this.joinedGroups = [];
+    this.joinedGroups = undefined;
     try {
       await this.callDisconnect(code);
     } catch (err) {
@@ -304,6 +361,8 @@ export abstract class Runner<C extends Consumer> {
       callHook(this.log, 'onError', this.hooks.onError, err, this.consumer);
     }
     this.afterFinish(code);
-    this.resolveDone();
+    this.over = true;
+    this.resolveDone?.();
+    this.onDone?.(this as unknown as Runner<Consumer>);
   }
 }

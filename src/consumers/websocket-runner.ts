@@ -63,7 +63,7 @@ export class WebsocketRunner<C extends WebsocketConsumer = WebsocketConsumer>
     await this.transport.accept(subprotocol);
     if (this.current === 'open' && !this.opened) {
       this.opened = true;
-      callHook(this.log, 'onOpen', this.hooks.onOpen, this.consumer);
+      if (this.hooks.onOpen) callHook(this.log, 'onOpen', this.hooks.onOpen, this.consumer);
     }
   }
 
@@ -75,16 +75,17 @@ export class WebsocketRunner<C extends WebsocketConsumer = WebsocketConsumer>
     this.transport.close(code, reason);
   }
 
-  async send(data: string | Uint8Array): Promise<void> {
+  /** Sends at once; returns a promise only when it had to close the connection instead. */
+  send(data: string | Uint8Array): Promise<void> | undefined {
     if (this.current === 'connecting') throw new Error('send() before accept(): accept the connection first');
-    if (this.current !== 'open') return;
+    if (this.current !== 'open') return undefined;
     const buffered = this.transport.bufferedAmount;
     if (buffered > this.maxBufferedBytes) {
       this.log.warn({ bufferedAmount: buffered, limit: this.maxBufferedBytes }, 'The peer is not reading what it is sent; closing with 1013');
-      await this.close(CloseCode.TRY_AGAIN_LATER, 'Peer is not reading');
-      return;
+      return this.close(CloseCode.TRY_AGAIN_LATER, 'Peer is not reading');
     }
     this.transport.send(data);
+    return undefined;
   }
 
   // What the binding reports.
@@ -114,9 +115,9 @@ export class WebsocketRunner<C extends WebsocketConsumer = WebsocketConsumer>
     }
   }
 
-  protected override async handleFrame(frame: Frame): Promise<void> {
-    if (this.current !== 'open') return; // once a close has started, frames are not handled
-    await this.consumer.receive(frame);
+  protected override handleFrame(frame: Frame): Promise<void> | undefined {
+    if (this.current !== 'open') return undefined; // once a close has started, frames are not handled
+    return this.consumer.receive(frame);
   }
 
   protected async end(err: unknown): Promise<void> {
@@ -145,6 +146,6 @@ export class WebsocketRunner<C extends WebsocketConsumer = WebsocketConsumer>
   }
 
   protected override afterFinish(code: number): void {
-    if (this.opened) callHook(this.log, 'onClose', this.hooks.onClose, this.consumer, code);
+    if (this.opened && this.hooks.onClose) callHook(this.log, 'onClose', this.hooks.onClose, this.consumer, code);
   }
 }

@@ -83,7 +83,8 @@ export abstract class WebsocketConsumer extends Consumer {
     if (hasText === hasBytes) throw new TypeError('send() takes exactly one of text or bytes');
     if (hasText && typeof frame.text !== 'string') throw new TypeError(`send() text must be a string, got ${typeof frame.text}`);
     if (hasBytes && !(frame.bytes instanceof Uint8Array)) throw new TypeError('send() bytes must be a Uint8Array');
-    await this.#control.send(hasText ? frame.text! : frame.bytes!);
+    const shedding = this.#control.send(hasText ? frame.text! : frame.bytes!);
+    if (shedding) await shedding;
     if (close) await this.close(close === true ? 1000 : close);
   }
 
