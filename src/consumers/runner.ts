@@ -268,7 +268,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     if (!this.draining) void this.drain();
   }
 
-  /** Runs the queued jobs in order, one at a time; never rejects. */
+  /** Runs the queued jobs in order, one at a time (each handler inline: no extra promise per job); never rejects. */
   private async drain(): Promise<void> {
     this.draining = true;
     const jobs = this.jobs;
@@ -277,7 +277,23 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
         const job = jobs[this.head]!;
         jobs[this.head++] = undefined;
         if (typeof job === 'number') await this.finish(job);
-        else await this.run(job);
+        else if (this.admit(job)) {
+          try {
+            if (typeof job === 'function') await job();
+            else if (job instanceof Delivery) {
+              try {
+                await this.consumer.dispatch(job.message);
+              } finally {
+                this.arm(job.source);
+              }
+            } else {
+              const handling = this.handleFrame(job);
+              if (handling) await handling;
+            }
+          } catch (err) {
+            await this.fail(err);
+          }
+        }
         if (this.head === jobs.length) {
           // Drained: an idle connection keeps no queue storage.
           jobs.length = 0;
@@ -294,34 +310,18 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     }
   }
 
-  private async run(job: Frame | Delivery | (() => Promise<void>)): Promise<void> {
-    const isFrame = typeof job !== 'function' && !(job instanceof Delivery);
-    if (isFrame) {
+  /** Takes a job off the queue's books; false when the consumer has stopped and it is not to run. */
+  private admit(job: Frame | Delivery | (() => Promise<void>)): boolean {
+    if (typeof job !== 'function' && !(job instanceof Delivery)) {
       this.queuedFrames--;
       if (this.paused && this.queuedFrames <= FRAME_QUEUE_LOW_WATER) {
         this.paused = false;
         this.resumeFrames();
       }
     }
-    if (this.stopped) {
-      if (job instanceof Delivery) this.log.warn({ type: job.message.type }, 'A layer message reached a consumer that has stopped; it was not dispatched');
-      return;
-    }
-    try {
-      if (typeof job === 'function') await job();
-      else if (job instanceof Delivery) {
-        try {
-          await this.consumer.dispatch(job.message);
-        } finally {
-          this.arm(job.source);
-        }
-      } else {
-        const handling = this.handleFrame(job);
-        if (handling) await handling;
-      }
-    } catch (err) {
-      await this.fail(err);
-    }
+    if (!this.stopped) return true;
+    if (job instanceof Delivery) this.log.warn({ type: job.message.type }, 'A layer message reached a consumer that has stopped; it was not dispatched');
+    return false;
   }
 
   /** Stops the consumer after `err`: logs it (unless it is a clean stop) and ends the connection. */
