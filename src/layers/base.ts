@@ -18,6 +18,9 @@ import type {
   RosterJoinOptions, RosterJoinResult,
 } from './types.js';
 
+/** What a backend stored, as a message: bytes are decoded; a copy a backend kept is the message. */
+const toMessage = (stored: Uint8Array | Message): Message => (stored instanceof Uint8Array ? decodeMessage(stored) : stored);
+
 /** A random name part of `bytes` bytes, in URL-safe base64 without padding ("-" and "_" are valid in names). */
 export function randomName(bytes = 12): string {
   return randomBytes(bytes).toString('base64url');
@@ -68,16 +71,20 @@ export abstract class BaseChannelLayer implements ChannelLayer {
     await this.storeSend(channel, bytes, this.capacities.capacityOf(channel));
   }
 
-  async receive(channel: string, opts: ReceiveOptions = {}): Promise<Message> {
-    requireValidChannelName(channel);
-    const owner = layerIdOf(channel);
-    if (owner !== undefined && owner !== this.id) {
-      throw new TypeError(`Channel ${JSON.stringify(channel)} cannot be received on this layer: it is process-specific to layer ${JSON.stringify(owner)}, and only the layer whose newChannel() made it receives on it`);
+  /** Not `async`: an idle consumer keeps a pending receive per channel, and a suspended async frame costs more than a `then`. */
+  receive(channel: string, opts: ReceiveOptions = {}): Promise<Message> {
+    try {
+      requireValidChannelName(channel);
+      const owner = layerIdOf(channel);
+      if (owner !== undefined && owner !== this.id) {
+        throw new TypeError(`Channel ${JSON.stringify(channel)} cannot be received on this layer: it is process-specific to layer ${JSON.stringify(owner)}, and only the layer whose newChannel() made it receives on it`);
+      }
+      this.requireOpen();
+      opts.signal?.throwIfAborted();
+      return this.storeReceive(channel, opts.signal).then(toMessage);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    this.requireOpen();
-    opts.signal?.throwIfAborted();
-    const stored = await this.storeReceive(channel, opts.signal);
-    return stored instanceof Uint8Array ? decodeMessage(stored) : stored;
   }
 
   async groupAdd(group: string, channel: string): Promise<void> {
