@@ -51,6 +51,21 @@ export function originAllowed(config: Pick<Config, 'allowedOrigins'>, origin: st
   }
 }
 
+/**
+ * The text to relay for a signal: the object with `from` set. When the client sent no `from`,
+ * that is its own frame with `,"from":"…"` put before the closing brace (the frame parsed as this
+ * object, so its last non-blank character is that brace), which spares re-serializing kilobytes
+ * of SDP for every signal. Otherwise the object is serialized again with the server's `from`.
+ */
+export function withFrom(signal: Record<string, unknown>, frame: string | undefined, from: string): string {
+  if (frame === undefined || Object.hasOwn(signal, 'from')) {
+    signal.from = from;
+    return JSON.stringify(signal);
+  }
+  const close = frame.lastIndexOf('}');
+  return `${frame.slice(0, close)},"from":${JSON.stringify(from)}}`;
+}
+
 const refuse = (status: number, code: string, message: string): PrecheckResult => ({ status, body: { type: 'error', code, message } });
 
 /**
@@ -119,6 +134,8 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private strikes = 0;
     private answeredTooLarge = false;
     private stopListening: (() => Promise<void>) | undefined;
+    /** The text frame being handled (`relay` passes it on as it came). */
+    private frameText: string | undefined;
     private counted = false;
 
     /** Takes the seat (joining, or resuming with a token) before the socket is accepted. */
@@ -201,7 +218,12 @@ export class CallConsumer extends JsonWebsocketConsumer {
         return;
       }
       this.strikes = 0;
-      await super.receive(frame);
+      this.frameText = frame.text;
+      try {
+        await super.receive(frame);
+      } finally {
+        this.frameText = undefined;
+      }
     }
 
     protected override async decodeError(): Promise<void> {
@@ -230,8 +252,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
         await this.refreshPeers();
         if (!this.peers.has(to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
       }
-      signal.from = seat.peerId;
-      const text = JSON.stringify(signal);
+      const text = withFrom(signal, this.frameText, seat.peerId);
       const targets = to !== undefined ? [to] : [...this.peers];
       for (const peerId of targets) {
         const started = performance.now();

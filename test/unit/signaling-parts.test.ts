@@ -4,6 +4,7 @@ import { InMemoryChannelLayer } from '../../src/layers/index.js';
 import {
   checkAccessToken, iceServersFor, parseClientMessage, parseResumeToken, readSeat, Seats, signAccessToken, TokenBucket, turnCredentials,
 } from '../../src/signaling/index.js';
+import { withFrom } from '../../src/signaling/call-consumer.js';
 
 describe('TURN REST credentials', () => {
   it('follow the coturn formula: username "<expiry>:<id>", credential base64(HMAC-SHA1(secret, username))', () => {
@@ -117,5 +118,34 @@ describe('seats', () => {
     expect(d.polite).toBe(false);
     const resumed = (await seats.resume('c1', b.resumeToken, 'ctl-b2'))!;
     expect(resumed.seat.polite).toBe(true);
+  });
+});
+
+describe('withFrom: the relayed text of a signal', () => {
+  const relayed = (frame: string, from = 'P1'): { text: string; parsed: Record<string, unknown> } => {
+    const text = withFrom(JSON.parse(frame) as Record<string, unknown>, frame, from);
+    return { text, parsed: JSON.parse(text) as Record<string, unknown> };
+  };
+
+  it('is the client frame with from put last, so the SDP is passed on byte for byte', () => {
+    const frame = '{"type":"offer", "sdp":"v=0\\r\\na=x:{}\\r\\n"}  \n';
+    const { text, parsed } = relayed(frame);
+    expect(parsed).toEqual({ type: 'offer', sdp: 'v=0\r\na=x:{}\r\n', from: 'P1' });
+    expect(text.startsWith('{"type":"offer", "sdp":"v=0\\r\\na=x:{}\\r\\n"')).toBe(true);
+  });
+
+  it('a from sent by the client is replaced, and the text names only the server one', () => {
+    const { text, parsed } = relayed('{"type":"answer","from":"spoofed","sdp":"v=0"}', 'P2');
+    expect(parsed).toEqual({ type: 'answer', from: 'P2', sdp: 'v=0' });
+    expect(text).not.toContain('spoofed');
+  });
+
+  it('a from nested deeper is the client\'s own data and stays', () => {
+    const { parsed } = relayed('{"type":"candidate","candidate":{"candidate":"c","from":"x"}}');
+    expect(parsed).toEqual({ type: 'candidate', candidate: { candidate: 'c', from: 'x' }, from: 'P1' });
+  });
+
+  it('without the frame (a binary frame, or none) the object is serialized with from', () => {
+    expect(JSON.parse(withFrom({ type: 'renegotiate', renegotiate: true }, undefined, 'P3'))).toEqual({ type: 'renegotiate', renegotiate: true, from: 'P3' });
   });
 });
