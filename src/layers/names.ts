@@ -17,9 +17,16 @@ function check(kind: 'Channel' | 'Group', name: unknown, pattern: RegExp, allowe
   if (!pattern.test(name)) throw describe(kind, name, `only ${allowed} are allowed`);
 }
 
+/** Channel names found valid lately: a busy channel is checked once, not at every send and receive. */
+const validChannels = new Set<string>();
+const VALID_CACHE_SIZE = 10_000;
+
 /** Throws a TypeError naming the channel and the reason unless `name` is a valid channel name. */
 export function requireValidChannelName(name: unknown): asserts name is string {
+  if (typeof name === 'string' && validChannels.has(name)) return;
   check('Channel', name, CHANNEL_NAME, 'ASCII letters, digits, "-", "_", "." and one "!" (process-specific channels)');
+  if (validChannels.size >= VALID_CACHE_SIZE) validChannels.clear();
+  validChannels.add(name);
 }
 
 /** Throws a TypeError naming the group and the reason unless `name` is a valid group name. */
