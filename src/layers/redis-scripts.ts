@@ -30,15 +30,6 @@ local KP = ARGV[1]
 ${LUA_KEYS}
 local function fmt(n) return string.format('%d', n) end
 
-local function next_seq(state)
-  local t = redis.call('TIME')
-  local s = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local last = tonumber(redis.call('HGET', state, 's') or '0')
-  if s <= last then s = last + 1 end
-  redis.call('HSET', state, 's', fmt(s))
-  return s
-end
-
 local function expire_at_least(key, ttl)
   if ttl < 1 then ttl = 1 end
   local current = redis.call('PTTL', key)
@@ -50,12 +41,13 @@ local function expires_of(member)
   return tonumber(string.match(member, '^%d+\\n(%d+)\\n'))
 end
 
+-- Drops expired members from the head of a queue; true when an unexpired one remains.
 local function trim_expired(queue, now)
   while true do
     local head = redis.call('ZRANGE', queue, 0, 0)[1]
-    if not head then return end
+    if not head then return false end
     local exp = expires_of(head)
-    if exp and exp > now then return end
+    if exp and exp > now then return true end
     redis.call('ZREM', queue, head)
   end
 end
@@ -95,6 +87,10 @@ local function target(ch, cap)
 end
 
 -- Sends one entry to every target; returns how many were full (and skipped).
+-- The hot path (a live holder, an empty queue) runs TIME, HMGET, ZRANGE, PUBLISH and HSET: the
+-- state is read once and, for a normal channel, written once (its sequence number, and the count
+-- of messages published to the holder). Process-specific channels of one instance share one
+-- state hash, so theirs is written at once, before the next target reads it.
 local function deliver_all(targets, exp, entry, now, state_ttl)
   local full = 0
   -- A PUBLISH to the holder counted nobody on this node, so the message was stored. The holder
@@ -106,28 +102,52 @@ local function deliver_all(targets, exp, entry, now, state_ttl)
     if not t.implicit then drop_owner(t.state, t.ch, state_ttl) end
     redis.call('PUBLISH', wake_topic(owner), 'L' .. t.ch)
   end
+  -- Writes a normal channel's sequence number when it was left for later.
+  local function write_seq(t)
+    if t.unwritten then
+      t.unwritten = false
+      redis.call('HSET', t.state, 's', fmt(t.seq))
+    end
+  end
+  -- Sequence numbers: the server clock in microseconds, kept increasing per channel.
+  local time = redis.call('TIME')
+  local clock = tonumber(time[1]) * 1000000 + tonumber(time[2])
   local by_owner, owners = {}, {}
   for _, t in ipairs(targets) do
-    t.seq = next_seq(t.state)
+    local st = redis.call('HMGET', t.state, 's', 'o', 'n')
+    local seq = clock
+    local last = tonumber(st[1] or '0')
+    if seq <= last then seq = last + 1 end
+    t.seq = seq
     local owner = t.implicit
     if owner then
+      redis.call('HSET', t.state, 's', fmt(seq))
       redis.call('PEXPIRE', t.state, state_ttl)
     else
-      owner = redis.call('HGET', t.state, 'o')
-      if not owner then redis.call('PEXPIRE', t.state, state_ttl) end
+      owner = st[2]
+      if owner then
+        -- Held: the hash persists; written below, once.
+        t.unwritten = true
+        t.n = tonumber(st[3] or '0')
+      else
+        redis.call('HSET', t.state, 's', fmt(seq))
+        redis.call('PEXPIRE', t.state, state_ttl)
+      end
     end
     local live = owner and string.sub(owner, 1, 1) ~= '~'
-    if live then trim_expired(t.queue, now) end
-    if live and redis.call('EXISTS', t.queue) == 0 then
+    if live and not trim_expired(t.queue, now) then
       local g = by_owner[owner]
       if not g then g = {}; by_owner[owner] = g; owners[#owners + 1] = owner end
       g[#g + 1] = t
-    elseif store(t.queue, t.seq, exp, entry, now, t.cap) then
-      if live and redis.call('PUBLISH', wake_topic(owner), 'N' .. t.ch) == 0 then
-        lost_here(owner, t)
-      end
     else
-      full = full + 1
+      write_seq(t)
+      if store(t.queue, t.seq, exp, entry, now, t.cap) then
+        if live and redis.call('PUBLISH', wake_topic(owner), 'N' .. t.ch) == 0 then
+          lost_here(owner, t)
+        end
+      else
+        full = full + 1
+      end
     end
   end
   for _, owner in ipairs(owners) do
@@ -140,10 +160,14 @@ local function deliver_all(targets, exp, entry, now, state_ttl)
     frame[#frame + 1] = entry
     if redis.call('PUBLISH', wake_topic(owner), table.concat(frame)) > 0 then
       for _, t in ipairs(g) do
-        if not t.implicit then redis.call('HINCRBY', t.state, 'n', 1) end
+        if t.unwritten then
+          t.unwritten = false
+          redis.call('HSET', t.state, 's', fmt(t.seq), 'n', fmt(t.n + 1))
+        end
       end
     else
       for _, t in ipairs(g) do
+        write_seq(t)
         if not store(t.queue, t.seq, exp, entry, now, t.cap) then full = full + 1 end
         lost_here(owner, t)
       end

@@ -20,9 +20,10 @@
  * here has seen (CLUSTER FAILOVER; a replica ioredis did not list) is learned from the layer:
  * a send that found none of our subscribers on its node makes it call `refreshTopology`.
  */
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { createHash } from 'node:crypto';
+import { Cluster, Command, Redis, type RedisOptions } from 'ioredis';
 import { InvalidChannelLayerError } from './errors.js';
 import { SCRIPTS, type ScriptName } from './redis-scripts.js';
 
@@ -177,6 +178,61 @@ function slotTable(cluster: Cluster): { masters: Set<string> } {
 type ScriptCall = (...args: Array<string | Buffer | number>) => Promise<unknown>;
 type Arg = string | Buffer | number;
 
+/** Each script's SHA-1, as EVALSHA names it. */
+const SHAS = new Map<string, string>(Object.entries(SCRIPTS).map(([name, lua]) => [name, createHash('sha1').update(lua).digest('hex')]));
+
+/**
+ * An EVALSHA whose bytes we encode ourselves (`encodeEvalsha`) and ioredis writes as they are:
+ * ioredis's own encoding of a script call (its argument checks, a string and a byte count per
+ * argument, then a copy into a second buffer) cost more than the rest of a send. Everything else
+ * (the reply, the queue of commands in flight, the offline queue, resending after a reconnect) is
+ * ioredis's as for any command.
+ */
+class EncodedCommand extends Command {
+  constructor(private readonly bytes: Buffer) {
+    super('evalsha', [], { replyEncoding: null });
+  }
+
+  override toWritable(): Buffer {
+    return this.bytes;
+  }
+}
+
+/** RESP for `EVALSHA sha numkeys key... arg...`; strings are written as UTF-8, numbers in decimal. */
+function encodeEvalsha(sha: string, keys: readonly string[], args: readonly Arg[]): Buffer {
+  let text = `*${3 + keys.length + args.length}\r\n$7\r\nEVALSHA\r\n$40\r\n${sha}\r\n$${String(keys.length).length}\r\n${keys.length}\r\n`;
+  for (const key of keys) text += `$${Buffer.byteLength(key)}\r\n${key}\r\n`;
+  // Text runs between Buffer arguments: [text, buffer, text, buffer, ..., text].
+  const texts: string[] = [];
+  const buffers: Buffer[] = [];
+  for (const arg of args) {
+    if (Buffer.isBuffer(arg)) {
+      texts.push(`${text}$${arg.length}\r\n`);
+      buffers.push(arg);
+      text = '\r\n';
+    } else {
+      const value = typeof arg === 'string' ? arg : String(arg);
+      text += `$${Buffer.byteLength(value)}\r\n${value}\r\n`;
+    }
+  }
+  texts.push(text);
+  let total = 0;
+  for (const t of texts) total += Buffer.byteLength(t);
+  for (const b of buffers) total += b.length;
+  const out = Buffer.allocUnsafe(total);
+  let offset = 0;
+  for (let i = 0; i < texts.length; i++) {
+    offset += out.write(texts[i]!, offset);
+    const b = buffers[i];
+    if (b) offset += b.copy(out, offset);
+  }
+  return out;
+}
+
+function isNoScript(err: unknown): boolean {
+  return err instanceof Error && err.message.includes('NOSCRIPT');
+}
+
 async function quit(conn: Redis | Cluster): Promise<void> {
   if (conn.status !== 'ready') {
     conn.disconnect();
@@ -207,6 +263,10 @@ export class RedisTransport {
   private readonly subscribers: Subscriber[][];
   private readonly shardSubscribed: boolean[];
   private closed = false;
+  /** Per command connection socket: the scripts sent there once by ioredis (so Redis has them). */
+  private readonly loaded = new WeakMap<object, Set<string>>();
+  /** Sockets corked until the end of the current tick (`coalesce`). */
+  private readonly corked = new Set<Socket>();
   /** Cluster only: the command client, whose slot table says which nodes serve which slots. */
   private readonly cluster: Cluster | undefined;
   /** Cluster only: re-reads the slot table (CLUSTER SLOTS) and fixes the subscriber set. */
@@ -300,7 +360,48 @@ export class RedisTransport {
     if (this.closed) return Promise.reject(new Error('The Redis transport is closed'));
     const conn = this.commands[shard]!;
     const call = (conn as unknown as Record<string, ScriptCall>)[`${script}Buffer`]!;
-    return call.call(conn, keys.length, ...keys, ...args);
+    if (this.clustered) return call.call(conn, keys.length, ...keys, ...args);
+    const redis = conn as Redis;
+    this.coalesce(redis);
+    const stream = (redis as unknown as { stream?: object }).stream;
+    let loaded = stream && redis.status === 'ready' ? this.loaded.get(stream) : undefined;
+    if (!loaded?.has(script)) {
+      // The first call of a script on a connection goes through ioredis, which sends EVAL (the
+      // script's text) there; the calls after it on that connection may name it by its SHA.
+      if (stream && redis.status === 'ready') {
+        if (!loaded) this.loaded.set(stream, (loaded = new Set()));
+        loaded.add(script);
+      }
+      return call.call(conn, keys.length, ...keys, ...args);
+    }
+    const command = new EncodedCommand(encodeEvalsha(SHAS.get(script)!, keys, args));
+    redis.sendCommand(command);
+    return command.promise.catch((err: unknown) => {
+      // Redis lost its scripts (SCRIPT FLUSH), or ioredis resent the command on a new connection
+      // to a restarted Redis: the script did not run. Run it again the way the first call does.
+      if (!isNoScript(err)) throw err;
+      const current = (redis as unknown as { stream?: object }).stream;
+      if (current) this.loaded.get(current)?.delete(script);
+      return call.call(conn, keys.length, ...keys, ...args);
+    });
+  }
+
+  /**
+   * Corks the connection's socket until the end of this tick, so the commands issued meanwhile
+   * (the sends of every signal a burst of frames brought) leave in one writev instead of one
+   * write each: the syscalls were the largest cost of a relayed signal. Order is kept (one
+   * socket, one buffer); ioredis still writes each command as it always does, and a command
+   * issued while the connection is down waits in its offline queue as before.
+   */
+  private coalesce(conn: Redis): void {
+    const stream = (conn as unknown as { stream?: Socket }).stream;
+    if (!stream || this.corked.has(stream) || !stream.writable) return;
+    this.corked.add(stream);
+    stream.cork();
+    process.nextTick(() => {
+      this.corked.delete(stream);
+      stream.uncork();
+    });
   }
 
   /** How many connections are subscribed to `topic` (on a cluster, on one master: we subscribe on every master). */

@@ -70,7 +70,8 @@ interface Item {
 interface Waiter {
   resolve(bytes: Uint8Array): void;
   reject(err: unknown): void;
-  signal: AbortSignal | undefined;
+  /** The pending receives of its AbortSignal (see `abortable`). */
+  aborts: Set<Waiter> | undefined;
   onAbort: () => void;
 }
 
@@ -115,7 +116,11 @@ interface Inbox {
   arrivals: number;
   /** Release now rather than after the linger (a receive was aborted, or the layer closes). */
   releaseNow: boolean;
+  /** What is due when (`later`); the timer may be armed for earlier, and then arms itself again. */
+  due: (() => void) | undefined;
+  dueAt: number;
   timer: NodeJS.Timeout | undefined;
+  timerAt: number;
 }
 
 /** Remembers the last few message ids, to drop a duplicate. */
@@ -128,7 +133,7 @@ class RecentIds {
 
   /** True if seen before; remembers it otherwise. */
   check(channel: string, id: Buffer): boolean {
-    const key = `${channel} ${id.toString('base64')}`;
+    const key = `${channel} ${id.toString('latin1')}`;
     if (this.set.has(key)) return true;
     const old = this.ring[this.next];
     if (old !== undefined) this.set.delete(old);
@@ -140,7 +145,7 @@ class RecentIds {
 
   /** Forgets an id (its message went back to Redis, so it will be drained again). */
   forget(channel: string, id: Buffer): void {
-    this.set.delete(`${channel} ${id.toString('base64')}`);
+    this.set.delete(`${channel} ${id.toString('latin1')}`);
   }
 }
 
@@ -213,6 +218,8 @@ export class RedisChannelLayer extends BaseChannelLayer {
   private readonly inboxes = new Map<string, Inbox>();
   private readonly fences = new Map<string, Inbox>();
   private readonly recent = new RecentIds(RECENT_IDS);
+  /** Per AbortSignal given to `receive`: its pending receives (`abortable`). */
+  private readonly aborts = new WeakMap<AbortSignal, Set<Waiter>>();
   /** Our process-specific channels known to have nothing stored in Redis (their first receive need not drain). */
   private readonly clean = new Set<string>();
   /** Roster members joined or changed through this instance: `roster\nmember` -> what to put back after a restart. */
@@ -385,6 +392,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
     for (const inbox of this.inboxes.values()) {
       clearTimeout(inbox.timer);
       inbox.timer = undefined;
+      inbox.due = undefined;
       for (const w of inbox.waiters.splice(0)) this.settleWaiter(w, () => w.reject(closed));
     }
     await this.settleInflight();
@@ -412,7 +420,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       const waiter: Waiter = {
         resolve,
         reject,
-        signal,
+        aborts: undefined,
         onAbort: () => {
           const i = inbox.waiters.indexOf(waiter);
           if (i === -1) return;
@@ -422,7 +430,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
           this.pump(inbox);
         },
       };
-      signal?.addEventListener('abort', waiter.onAbort, { once: true });
+      if (signal) (waiter.aborts = this.abortable(signal)).add(waiter);
       inbox.waiters.push(waiter);
       this.pump(inbox);
     });
@@ -452,7 +460,10 @@ export class RedisChannelLayer extends BaseChannelLayer {
       counting: false,
       arrivals: 0,
       releaseNow: false,
+      due: undefined,
+      dueAt: 0,
       timer: undefined,
+      timerAt: 0,
     };
     this.clean.delete(channel);
     this.inboxes.set(channel, inbox);
@@ -501,7 +512,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
   /** No receive is waiting: release, spill, or forget the inbox, now or after a linger. */
   private idle(inbox: Inbox): void {
     const now = Date.now();
-    inbox.items = inbox.items.filter((item) => item.expiresAt > now);
+    if (inbox.items.length > 0) inbox.items = inbox.items.filter((item) => item.expiresAt > now);
     if (inbox.specific) {
       if (inbox.items.length > inbox.capacity) return this.release(inbox, true);
       if (inbox.items.length === 0) {
@@ -529,6 +540,8 @@ export class RedisChannelLayer extends BaseChannelLayer {
   private forget(inbox: Inbox): void {
     if (inbox.busy || this.inboxes.get(inbox.channel) !== inbox) return;
     this.clearTimer(inbox);
+    clearTimeout(inbox.timer);
+    inbox.timer = undefined;
     this.inboxes.delete(inbox.channel);
     if (inbox.specific && !inbox.remote) this.markClean(inbox.channel);
   }
@@ -735,7 +748,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       if (inbox.busy) continue;
       if (inbox.parked && inbox.arrivals >= inbox.parkTarget) this.release(inbox, false);
       else if (inbox.waiters.length > 0) this.pump(inbox);
-      else if (!inbox.timer || inbox.items.length > inbox.capacity || !inbox.owned) this.pump(inbox);
+      else if (!inbox.due || inbox.items.length > inbox.capacity || !inbox.owned) this.pump(inbox);
     }
   }
 
@@ -842,22 +855,60 @@ export class RedisChannelLayer extends BaseChannelLayer {
   }
 
   private settleWaiter(waiter: Waiter, settle: () => void): void {
-    waiter.signal?.removeEventListener('abort', waiter.onAbort);
+    waiter.aborts?.delete(waiter);
     settle();
   }
 
+  /**
+   * The pending receives of an AbortSignal, with one 'abort' listener for them all. A consumer
+   * receives in a loop with one signal: adding and removing a listener per message cost more
+   * than the rest of a delivery.
+   */
+  private abortable(signal: AbortSignal): Set<Waiter> {
+    let waiters = this.aborts.get(signal);
+    if (!waiters) {
+      const set = (waiters = new Set());
+      this.aborts.set(signal, set);
+      signal.addEventListener('abort', () => {
+        for (const waiter of [...set]) waiter.onAbort();
+        set.clear();
+      }, { once: true });
+    }
+    return waiters;
+  }
+
+  /**
+   * Runs `fn` in `ms` unless something is due already. Every delivered message makes a held
+   * channel linger and the next receive cancels that, so this keeps one timer per inbox and moves
+   * a deadline instead of making and clearing a timer per message: a timer that fires before the
+   * deadline arms itself again for the rest, and one that finds nothing due ends.
+   */
   private later(inbox: Inbox, ms: number, fn: () => void): void {
-    if (inbox.timer) return;
+    if (inbox.due) return;
+    const at = Date.now() + ms;
+    inbox.due = fn;
+    inbox.dueAt = at;
+    if (inbox.timer && inbox.timerAt <= at) return;
+    clearTimeout(inbox.timer);
+    this.arm(inbox, at);
+  }
+
+  private arm(inbox: Inbox, at: number): void {
+    inbox.timerAt = at;
     inbox.timer = setTimeout(() => {
       inbox.timer = undefined;
+      const fn = inbox.due;
+      if (!fn) return;
+      if (Date.now() < inbox.dueAt) return this.arm(inbox, inbox.dueAt);
+      inbox.due = undefined;
       if (!this.closing) fn();
-    }, ms);
+    }, Math.max(1, at - Date.now()));
     inbox.timer.unref();
   }
 
+  /** Cancels what was due (the timer, if armed, fires to nothing or serves the next `later`). */
   private clearTimer(inbox: Inbox): void {
-    clearTimeout(inbox.timer);
-    inbox.timer = undefined;
+    inbox.due = undefined;
   }
 
   private retrySoon(inbox: Inbox): void {

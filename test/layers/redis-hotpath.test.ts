@@ -1,0 +1,148 @@
+/**
+ * The Redis layer's send and receive hot path: sends the transport encodes itself (EVALSHA),
+ * commands coalesced into one write per tick, one abort listener per AbortSignal, and the send
+ * script's short path. What must hold whatever the shortcuts: FIFO per channel, exactly once,
+ * exact bytes, and recovery when Redis forgets its scripts.
+ */
+import { getEventListeners } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisChannelLayer, type RedisLayerOptions } from '../../src/layers/index.js';
+import { connect, countCommands, hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { expectNothing, receiveWithin, uid } from './conformance.js';
+
+describe.skipIf(!hasRedisServer())('Redis layer hot path', () => {
+  let server: RedisServer;
+  const layers: RedisChannelLayer[] = [];
+  const make = (options: RedisLayerOptions = {}): RedisChannelLayer => {
+    const layer = new RedisChannelLayer({ hosts: server.url, prefix: `hp${uid()}`, ...options });
+    layers.push(layer);
+    return layer;
+  };
+  const pair = (options: RedisLayerOptions = {}): [RedisChannelLayer, RedisChannelLayer] => {
+    const prefix = `hp${uid()}`;
+    return [make({ prefix, ...options }), make({ prefix, ...options })];
+  };
+
+  beforeAll(async () => {
+    server = await startRedisServer();
+  });
+  afterAll(async () => {
+    await Promise.all(layers.map((l) => l.close()));
+    await server?.stop();
+  });
+
+  it('sends issued in one tick (one coalesced write) arrive in order, each once', async () => {
+    // Room for all of them: nobody receives on the inbox until every send is in.
+    const [sender, receiver] = pair({ capacity: 1000 });
+    const inbox = await receiver.newChannel();
+    const held = `held-${uid()}`;
+    // Hold the normal channel first, so the sends take the publish path.
+    const first = receiver.receive(held);
+    await sender.send(held, { type: 'm', n: -1 });
+    expect(await first).toEqual({ type: 'm', n: -1 });
+    const n = 300;
+    await Promise.all(Array.from({ length: n }, (_, i) => [sender.send(inbox, { type: 'm', n: i }), sender.send(held, { type: 'm', n: i })]).flat());
+    for (let i = 0; i < n; i++) expect(await receiveWithin(receiver, inbox)).toEqual({ type: 'm', n: i });
+    for (let i = 0; i < n; i++) expect(await receiveWithin(receiver, held)).toEqual({ type: 'm', n: i });
+    await expectNothing(receiver, inbox);
+    await expectNothing(receiver, held);
+  });
+
+  it('message bytes survive the hand-made encoding exactly (CR LF, NUL, UTF-8, large)', async () => {
+    const [sender, receiver] = pair();
+    const channel = await receiver.newChannel();
+    const bytes = new Uint8Array(60_000);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31 + 7) & 0xff;
+    bytes.set([13, 10, 36, 13, 10, 42, 0], 100);
+    const messages = [
+      { type: 'a', text: 'line\r\n$5\r\nnot a header\r\n*3\r\n', bytes },
+      { type: 'b', text: 'héllo wörld ☎ 📞 \u0000 end' },
+      { type: 'c', empty: '', date: new Date(1_700_000_000_000), map: new Map([['k', 1]]) },
+    ];
+    for (const m of messages) await sender.send(channel, m);
+    for (const m of messages) expect(await receiveWithin(receiver, channel)).toEqual(m);
+  });
+
+  it('after Redis forgets its scripts (SCRIPT FLUSH), every operation runs them again and nothing is lost', async () => {
+    const [sender, receiver] = pair();
+    const inbox = await receiver.newChannel();
+    const normal = `after-flush-${uid()}`;
+    const group = `g${uid()}`;
+    await receiver.groupAdd(group, inbox);
+    // Warm up: every script involved has run once on each connection (later calls name its SHA).
+    for (let round = 0; round < 2; round++) {
+      await sender.send(inbox, { type: 'w', round });
+      await sender.send(normal, { type: 'w', round });
+      await sender.groupSend(group, { type: 'gw', round });
+      expect(await receiveWithin(receiver, inbox)).toEqual({ type: 'w', round });
+      expect(await receiveWithin(receiver, inbox)).toEqual({ type: 'gw', round });
+      expect(await receiveWithin(receiver, normal)).toEqual({ type: 'w', round });
+    }
+    const admin = connect(server);
+    try {
+      await admin.script('FLUSH');
+    } finally {
+      admin.disconnect();
+    }
+    // Several at once: the first fails NOSCRIPT and so do the ones behind it; each is run again.
+    await Promise.all([0, 1, 2].map((i) => sender.send(inbox, { type: 'x', i })));
+    for (let i = 0; i < 3; i++) expect(await receiveWithin(receiver, inbox)).toEqual({ type: 'x', i });
+    await sender.groupSend(group, { type: 'gx' });
+    expect(await receiveWithin(receiver, inbox)).toEqual({ type: 'gx' });
+    await sender.send(normal, { type: 'y' });
+    expect(await receiveWithin(receiver, normal)).toEqual({ type: 'y' });
+    await expectNothing(receiver, inbox);
+    await expectNothing(receiver, normal);
+  });
+
+  it('a relayed signal to a held channel costs one round trip', async () => {
+    const [sender, receiver] = pair();
+    const channel = `one-trip-${uid()}`;
+    const first = receiver.receive(channel);
+    await sender.send(channel, { type: 'm', n: 0 });
+    await first;
+    // Warm: the send script is loaded on the connection; the next sends name it by SHA.
+    await sender.send(channel, { type: 'm', n: 1 });
+    expect(await receiveWithin(receiver, channel)).toEqual({ type: 'm', n: 1 });
+    const counter = await countCommands(server);
+    for (let n = 2; n < 7; n++) {
+      const next = receiver.receive(channel);
+      await sender.send(channel, { type: 'm', n });
+      expect(await next).toEqual({ type: 'm', n });
+    }
+    const counts = await counter.stop();
+    expect(counts.wireByCommand).toEqual({ evalsha: 5 });
+    // Inside the script: TIME, HMGET, ZRANGE (empty queue), PUBLISH, HSET per send.
+    expect(counts.luaByCommand).toEqual({ time: 5, hmget: 5, zrange: 5, publish: 5, hset: 5 });
+  });
+
+  it('one AbortSignal for many receives keeps one listener, and aborting it takes nothing', async () => {
+    const [sender, receiver] = pair();
+    const channel = await receiver.newChannel();
+    const controller = new AbortController();
+    for (let i = 0; i < 20; i++) {
+      const next = receiver.receive(channel, { signal: controller.signal });
+      await sender.send(channel, { type: 'm', i });
+      expect(await next).toEqual({ type: 'm', i });
+    }
+    expect(getEventListeners(controller.signal, 'abort').length).toBe(1);
+    const pending = receiver.receive(channel, { signal: controller.signal });
+    controller.abort(new Error('stop'));
+    await expect(pending).rejects.toThrow('stop');
+    await sender.send(channel, { type: 'after' });
+    expect(await receiveWithin(receiver, channel)).toEqual({ type: 'after' });
+  });
+
+  it('a held channel whose queue holds only expired messages takes the publish path again', async () => {
+    const prefix = `hp${uid()}`;
+    const sender = make({ prefix, expiry: 1 });
+    const receiver = make({ prefix, expiry: 1 });
+    const channel = `expired-${uid()}`;
+    await sender.send(channel, { type: 'old' }); // stored: nobody holds the channel yet
+    await new Promise((r) => setTimeout(r, 1200));
+    const next = receiver.receive(channel);
+    await sender.send(channel, { type: 'new' });
+    expect(await next).toEqual({ type: 'new' });
+    await expectNothing(receiver, channel);
+  });
+});
