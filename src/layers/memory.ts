@@ -3,6 +3,7 @@
  * tier); it cannot span processes. Messages still go through the shared codec, so what works
  * here works on Redis.
  */
+import { AbortSets } from './abort-sets.js';
 import { BaseChannelLayer } from './base.js';
 import { copyMessage } from './codec.js';
 import { ChannelFull, LayerClosed } from './errors.js';
@@ -22,53 +23,35 @@ interface Queue {
  * object with methods (not a set of closures).
  */
 class Waiter {
+  /** The pending receives of its AbortSignal, if it has one (`AbortSets`). */
+  aborts: Set<Waiter> | undefined;
+
   constructor(
     /** The layer's `forgetIfIdle` (one function per layer, shared by its waiters). */
     private readonly forget: (channel: string, q: Queue) => void,
     private readonly channel: string,
     private readonly queue: Queue,
-    private readonly signal: AbortSignal | undefined,
     private readonly settle: (stored: Stored) => void,
     private readonly fail: (err: unknown) => void,
   ) {}
 
   resolve(stored: Stored): void {
-    if (this.signal) waitersOf.get(this.signal)?.delete(this);
+    this.aborts?.delete(this);
     this.settle(stored);
   }
 
   reject(err: unknown): void {
-    if (this.signal) waitersOf.get(this.signal)?.delete(this);
+    this.aborts?.delete(this);
     this.fail(err);
   }
 
   /** Gives up waiting, taking nothing: the receive's signal fired. */
-  abort(reason: unknown): void {
+  onAbort(reason: unknown): void {
     const i = this.queue.waiters.indexOf(this);
     if (i !== -1) this.queue.waiters.splice(i, 1);
     this.forget(this.channel, this.queue);
     this.fail(reason);
   }
-}
-
-/**
- * The waiters of each abort signal. A consumer passes the same signal to every receive on a
- * channel, so one 'abort' listener per signal, added once, replaces an add and a remove per
- * receive (EventTarget listeners cost more than the rest of a receive).
- */
-const waitersOf = new WeakMap<AbortSignal, Set<Waiter>>();
-
-function watchAbort(signal: AbortSignal, waiter: Waiter): void {
-  let waiters = waitersOf.get(signal);
-  if (!waiters) {
-    const set = (waiters = new Set());
-    waitersOf.set(signal, set);
-    signal.addEventListener('abort', () => {
-      for (const w of [...set]) w.abort(signal.reason);
-      set.clear();
-    }, { once: true });
-  }
-  waiters.add(waiter);
 }
 
 interface Roster {
@@ -83,6 +66,8 @@ const MAX_SWEEP_INTERVAL = 10_000;
 export class InMemoryChannelLayer extends BaseChannelLayer {
   readonly kind = 'memory' as const;
   private readonly queues = new Map<string, Queue>();
+  /** Per AbortSignal given to `receive`: its pending receives. */
+  private readonly aborts = new AbortSets<Waiter>();
   private readonly groups = new Map<string, Map<string, number>>();
   private readonly rosters = new Map<string, Roster>();
   private sweeper: NodeJS.Timeout | undefined;
@@ -138,9 +123,9 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
       return Promise.resolve(item.stored);
     }
     return new Promise<Stored>((resolve, reject) => {
-      const waiter = new Waiter(this.forgetIfIdle, channel, q, signal, resolve, reject);
+      const waiter = new Waiter(this.forgetIfIdle, channel, q, resolve, reject);
       q.waiters.push(waiter);
-      if (signal) watchAbort(signal, waiter);
+      if (signal) (waiter.aborts = this.aborts.of(signal)).add(waiter);
     });
   }
 

@@ -30,6 +30,7 @@
  *    sequence order, duplicates dropped by id) and have the transport re-read the cluster.
  */
 import { randomBytes } from 'node:crypto';
+import { AbortSets } from './abort-sets.js';
 import { BaseChannelLayer, randomName } from './base.js';
 import { ChannelFull, InvalidChannelLayerError, LayerClosed } from './errors.js';
 import { layerIdOf, nonLocalName } from './names.js';
@@ -70,9 +71,9 @@ interface Item {
 interface Waiter {
   resolve(bytes: Uint8Array): void;
   reject(err: unknown): void;
-  /** The pending receives of its AbortSignal (see `abortable`). */
+  /** The pending receives of its AbortSignal (`AbortSets`). */
   aborts: Set<Waiter> | undefined;
-  onAbort: () => void;
+  onAbort: (reason: unknown) => void;
 }
 
 interface Fence {
@@ -218,8 +219,8 @@ export class RedisChannelLayer extends BaseChannelLayer {
   private readonly inboxes = new Map<string, Inbox>();
   private readonly fences = new Map<string, Inbox>();
   private readonly recent = new RecentIds(RECENT_IDS);
-  /** Per AbortSignal given to `receive`: its pending receives (`abortable`). */
-  private readonly aborts = new WeakMap<AbortSignal, Set<Waiter>>();
+  /** Per AbortSignal given to `receive`: its pending receives. */
+  private readonly aborts = new AbortSets<Waiter>();
   /** Our process-specific channels known to have nothing stored in Redis (their first receive need not drain). */
   private readonly clean = new Set<string>();
   /** Roster members joined or changed through this instance: `roster\nmember` -> what to put back after a restart. */
@@ -421,16 +422,16 @@ export class RedisChannelLayer extends BaseChannelLayer {
         resolve,
         reject,
         aborts: undefined,
-        onAbort: () => {
+        onAbort: (reason) => {
           const i = inbox.waiters.indexOf(waiter);
           if (i === -1) return;
           inbox.waiters.splice(i, 1);
-          reject(signal!.reason);
+          reject(reason);
           if (inbox.waiters.length === 0) inbox.releaseNow = true;
           this.pump(inbox);
         },
       };
-      if (signal) (waiter.aborts = this.abortable(signal)).add(waiter);
+      if (signal) (waiter.aborts = this.aborts.of(signal)).add(waiter);
       inbox.waiters.push(waiter);
       this.pump(inbox);
     });
@@ -857,24 +858,6 @@ export class RedisChannelLayer extends BaseChannelLayer {
   private settleWaiter(waiter: Waiter, settle: () => void): void {
     waiter.aborts?.delete(waiter);
     settle();
-  }
-
-  /**
-   * The pending receives of an AbortSignal, with one 'abort' listener for them all. A consumer
-   * receives in a loop with one signal: adding and removing a listener per message cost more
-   * than the rest of a delivery.
-   */
-  private abortable(signal: AbortSignal): Set<Waiter> {
-    let waiters = this.aborts.get(signal);
-    if (!waiters) {
-      const set = (waiters = new Set());
-      this.aborts.set(signal, set);
-      signal.addEventListener('abort', () => {
-        for (const waiter of [...set]) waiter.onAbort();
-        set.clear();
-      }, { once: true });
-    }
-    return waiters;
   }
 
   /**

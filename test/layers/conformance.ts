@@ -5,6 +5,7 @@
  * what this project adds: same codec and size limit on every backend, rosters, cancellation that
  * loses nothing, clean close.
  */
+import { getEventListeners } from 'node:events';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -425,6 +426,23 @@ export function describeChannelLayer(name: string, target: ConformanceTarget): v
         await expect(p).rejects.toThrow('stop');
         await layer().send(ch, { type: 'after' });
         expect(await receiveWithin(layer(), ch)).toEqual({ type: 'after' });
+      });
+
+      it('one signal for many receives (as a consumer receives) keeps one abort listener; aborting it then takes nothing', async () => {
+        const l = make({ capacity: 100 });
+        const ch = await l.newChannel();
+        const ac = new AbortController();
+        for (let i = 0; i < 20; i++) {
+          const next = l.receive(ch, { signal: ac.signal });
+          await l.send(ch, { type: 'm', i });
+          expect(await next).toEqual({ type: 'm', i });
+        }
+        expect(getEventListeners(ac.signal, 'abort').length).toBe(1);
+        const pending = l.receive(ch, { signal: ac.signal });
+        ac.abort(new Error('stop'));
+        await expect(pending).rejects.toThrow('stop');
+        await l.send(ch, { type: 'after' });
+        expect(await receiveWithin(l, ch)).toEqual({ type: 'after' });
       });
 
       it('an already-aborted signal rejects at once', async () => {
