@@ -182,25 +182,39 @@ type Arg = string | Buffer | number;
 const SHAS = new Map<string, string>(Object.entries(SCRIPTS).map(([name, lua]) => [name, createHash('sha1').update(lua).digest('hex')]));
 
 /**
- * An EVALSHA whose bytes we encode ourselves (`encodeEvalsha`) and ioredis writes as they are:
- * ioredis's own encoding of a script call (its argument checks, a string and a byte count per
- * argument, then a copy into a second buffer) cost more than the rest of a send. Everything else
- * (the reply, the queue of commands in flight, the offline queue, resending after a reconnect) is
- * ioredis's as for any command.
+ * A script call whose bytes we encode ourselves (`encodeScriptCall`) and ioredis writes as they
+ * are: ioredis's own encoding of a script call (its argument checks, a string and a byte count
+ * per argument, then a copy into a second buffer) cost more than the rest of a send. As ioredis's
+ * own script commands do, it chooses when it is written, per socket: EVAL with the script's text
+ * the first time on a connection, EVALSHA after. So a call queued while Redis was down, or resent
+ * by ioredis to a restarted Redis that lost its scripts, runs at its turn instead of failing with
+ * NOSCRIPT and being sent again behind later calls (which would reorder a channel's messages).
+ * Everything else (the reply, the queue in flight, the offline queue, resending after a
+ * reconnect) is ioredis's as for any command.
  */
-class EncodedCommand extends Command {
-  constructor(private readonly bytes: Buffer) {
+class ScriptCommand extends Command {
+  constructor(
+    private readonly script: ScriptName,
+    private readonly scriptKeys: readonly string[],
+    private readonly scriptArgs: readonly Arg[],
+    /** Per socket, the scripts written there once in full (shared by the transport's commands). */
+    private readonly loaded: WeakMap<object, Set<string>>,
+  ) {
     super('evalsha', [], { replyEncoding: null });
   }
 
-  override toWritable(): Buffer {
-    return this.bytes;
+  override toWritable(socket: object): Buffer {
+    let scripts = this.loaded.get(socket);
+    if (!scripts) this.loaded.set(socket, (scripts = new Set()));
+    if (scripts.has(this.script)) return encodeScriptCall('EVALSHA', SHAS.get(this.script)!, this.scriptKeys, this.scriptArgs);
+    scripts.add(this.script);
+    return encodeScriptCall('EVAL', SCRIPTS[this.script], this.scriptKeys, this.scriptArgs);
   }
 }
 
-/** RESP for `EVALSHA sha numkeys key... arg...`; strings are written as UTF-8, numbers in decimal. */
-function encodeEvalsha(sha: string, keys: readonly string[], args: readonly Arg[]): Buffer {
-  let text = `*${3 + keys.length + args.length}\r\n$7\r\nEVALSHA\r\n$40\r\n${sha}\r\n$${String(keys.length).length}\r\n${keys.length}\r\n`;
+/** RESP for `EVALSHA sha numkeys key... arg...` (or EVAL with the script); strings are written as UTF-8, numbers in decimal. */
+function encodeScriptCall(command: 'EVAL' | 'EVALSHA', script: string, keys: readonly string[], args: readonly Arg[]): Buffer {
+  let text = `*${3 + keys.length + args.length}\r\n$${command.length}\r\n${command}\r\n$${Buffer.byteLength(script)}\r\n${script}\r\n$${String(keys.length).length}\r\n${keys.length}\r\n`;
   for (const key of keys) text += `$${Buffer.byteLength(key)}\r\n${key}\r\n`;
   // Text runs between Buffer arguments: [text, buffer, text, buffer, ..., text].
   const texts: string[] = [];
@@ -263,7 +277,7 @@ export class RedisTransport {
   private readonly subscribers: Subscriber[][];
   private readonly shardSubscribed: boolean[];
   private closed = false;
-  /** Per command connection socket: the scripts sent there once by ioredis (so Redis has them). */
+  /** Per command connection socket: the scripts written there once in full (`ScriptCommand`). */
   private readonly loaded = new WeakMap<object, Set<string>>();
   /** Sockets corked until the end of the current tick (`coalesce`). */
   private readonly corked = new Set<Socket>();
@@ -363,26 +377,17 @@ export class RedisTransport {
     if (this.clustered) return call.call(conn, keys.length, ...keys, ...args);
     const redis = conn as Redis;
     this.coalesce(redis);
-    const stream = (redis as unknown as { stream?: object }).stream;
-    let loaded = stream && redis.status === 'ready' ? this.loaded.get(stream) : undefined;
-    if (!loaded?.has(script)) {
-      // The first call of a script on a connection goes through ioredis, which sends EVAL (the
-      // script's text) there; the calls after it on that connection may name it by its SHA.
-      if (stream && redis.status === 'ready') {
-        if (!loaded) this.loaded.set(stream, (loaded = new Set()));
-        loaded.add(script);
-      }
-      return call.call(conn, keys.length, ...keys, ...args);
-    }
-    const command = new EncodedCommand(encodeEvalsha(SHAS.get(script)!, keys, args));
+    const command = new ScriptCommand(script, keys, args, this.loaded);
     redis.sendCommand(command);
     return command.promise.catch((err: unknown) => {
-      // Redis lost its scripts (SCRIPT FLUSH), or ioredis resent the command on a new connection
-      // to a restarted Redis: the script did not run. Run it again the way the first call does.
+      // Redis lost its scripts while connected (SCRIPT FLUSH): the script did not run. Send it
+      // again; written on a socket that has forgotten it, it goes as EVAL.
       if (!isNoScript(err)) throw err;
       const current = (redis as unknown as { stream?: object }).stream;
       if (current) this.loaded.get(current)?.delete(script);
-      return call.call(conn, keys.length, ...keys, ...args);
+      const again = new ScriptCommand(script, keys, args, this.loaded);
+      redis.sendCommand(again);
+      return again.promise;
     });
   }
 
