@@ -373,8 +373,11 @@ export class RedisTransport {
   run(shard: number, script: ScriptName, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('The Redis transport is closed'));
     const conn = this.commands[shard]!;
-    const call = (conn as unknown as Record<string, ScriptCall>)[`${script}Buffer`]!;
-    if (this.clustered) return call.call(conn, keys.length, ...keys, ...args);
+    if (this.clustered) {
+      // ioredis routes a cluster's script calls by key slot: its own command, defined per script.
+      const call = (conn as unknown as Record<string, ScriptCall>)[`${script}Buffer`]!;
+      return call.call(conn, keys.length, ...keys, ...args);
+    }
     const redis = conn as Redis;
     this.coalesce(redis);
     const command = new ScriptCommand(script, keys, args, this.loaded);
