@@ -87,11 +87,15 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     if (copy === undefined) return super.send(channel, message);
     requireValidChannelName(channel);
     this.requireOpen();
-    const capacity = this.capacityOf(channel);
-    if (!this.deliver(channel, copy, capacity)) throw new ChannelFull(channel, capacity);
+    this.put(channel, copy, this.capacityOf(channel));
   }
 
   protected async storeSend(channel: string, stored: Stored, capacity: number): Promise<void> {
+    this.put(channel, stored, capacity);
+  }
+
+  /** Delivers or queues a message; ChannelFull when the channel is full. */
+  private put(channel: string, stored: Stored, capacity: number): void {
     if (!this.deliver(channel, stored, capacity)) throw new ChannelFull(channel, capacity);
   }
 
