@@ -213,7 +213,7 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     if (refusal) return asRefusal(refusalResponse(refusal));
 
     const transport = new NodeWsTransport(
-      incoming,
+      incoming.socket,
       (t) => openSockets.add(t),
       (t) => openSockets.delete(t),
     );
@@ -232,7 +232,26 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
 
     if ((await transport.decision) === 'gone') return new Response(null, { status: 499 });
     upgrading.set(incoming, transport);
-    return upgrade(c, next);
+    return upgradeSlim(c, incoming, next);
+  }
+
+  /**
+   * Runs node-ws's upgrade with a context of only what it reads. Its socket handlers close over
+   * the context they were given for as long as the socket lives, and Hono's holds the Request,
+   * its headers, the IncomingMessage and the Response: about 10 KiB a connection, kept for
+   * nothing. node-ws reads the upgrade header, the URL, and `env`: `incoming` once, as it starts
+   * waiting for the socket, and a symbol it marks the connection with, which its upgrade
+   * listener then looks for on the request's own env, so the mark is copied back there.
+   */
+  async function upgradeSlim(c: Context, incoming: IncomingMessage, next: Next): Promise<Response | void> {
+    const env: NodeBindings = { incoming };
+    const url = c.req.url;
+    const header = (name: string): string | undefined => (name.toLowerCase() === 'upgrade' ? 'websocket' : undefined);
+    const response = await upgrade({ env, req: { url, header } } as unknown as Context, next);
+    delete env.incoming;
+    const bindings = c.env as Record<symbol, unknown>;
+    for (const key of Object.getOwnPropertySymbols(env)) bindings[key] = (env as Record<symbol, unknown>)[key];
+    return response;
   }
 
   async function httpRoute(Class: HttpConsumerClass, c: Context): Promise<Response> {

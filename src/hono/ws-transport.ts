@@ -7,7 +7,7 @@
  * chose. A close before accept still upgrades, then closes with the code, because a browser
  * can read a close code but never the status of a refused handshake.
  */
-import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { WSEvents } from 'hono/ws';
 import type { WebSocket } from 'ws';
 import type { WebsocketTransport, WebsocketTransportEvents } from '../consumers/index.js';
@@ -50,22 +50,26 @@ export class NodeWsTransport implements WebsocketTransport {
   private readonly openedPromise: Promise<void>;
   private readonly onSocketClose = (): void => this.clientLeft();
 
-  constructor(private readonly incoming: IncomingMessage, private readonly onOpen: (t: NodeWsTransport) => void, private readonly onEnd: (t: NodeWsTransport) => void) {
+  /**
+   * `socket` is the upgrade request's TCP socket (the request itself is not kept: a live
+   * connection holds nothing of its handshake).
+   */
+  constructor(private readonly socket: Socket, private readonly onOpen: (t: NodeWsTransport) => void, private readonly onEnd: (t: NodeWsTransport) => void) {
     this.decision = new Promise((resolve) => (this.decide = resolve));
     this.openedPromise = new Promise((resolve) => (this.opened = resolve));
-    incoming.socket.once('close', this.onSocketClose);
+    socket.once('close', this.onSocketClose);
   }
 
   /** Connects the runner that receives this socket's frames and close. */
   attach(events: WebsocketTransportEvents): void {
     this.events = events;
     // The client may have left while precheck ran: its socket's 'close' has fired already.
-    if (this.incoming.socket.destroyed) this.clientLeft();
+    if (this.socket.destroyed) this.clientLeft();
   }
 
   /** Stops watching the request's socket (no consumer will use this transport). */
   detach(): void {
-    this.incoming.socket.off('close', this.onSocketClose);
+    this.socket.off('close', this.onSocketClose);
   }
 
   // The consumers' contract.
@@ -84,8 +88,9 @@ export class NodeWsTransport implements WebsocketTransport {
     if (!ws) return;
     // Consumers send from promise continuations, one message at a time: cork the TCP socket until
     // the end of this tick so the frames of a burst leave in one write, not one syscall each.
-    const socket = (ws as unknown as { _socket?: { cork(): void; uncork(): void; writable: boolean } })._socket;
-    if (socket && !this.corked && socket.writable) {
+    // (ws writes on the upgrade request's socket itself.)
+    const socket = this.socket;
+    if (!this.corked && socket.writable) {
       this.corked = true;
       socket.cork();
       process.nextTick(() => {
@@ -145,12 +150,12 @@ export class NodeWsTransport implements WebsocketTransport {
   /** Drops the socket without a closing handshake (a dead peer, or a shutdown that ran out of time). */
   terminate(): void {
     if (this.ws) this.ws.terminate();
-    else this.incoming.socket.destroy();
+    else this.socket.destroy();
   }
 
   private open(ws: WebSocket): void {
     this.ws = ws;
-    this.incoming.socket.off('close', this.onSocketClose);
+    this.socket.off('close', this.onSocketClose);
     this.pingSentAt = Date.now();
     ws.on('pong', () => (this.awaitingPong = false));
     ws.on('error', (err: Error & { code?: string }) => {

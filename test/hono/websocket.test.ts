@@ -3,6 +3,8 @@
  * heartbeat, isolation of failures, and shutdown.
  */
 import http from 'node:http';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Hono } from 'hono';
@@ -400,5 +402,37 @@ describe('the binding', () => {
     expect(await c.next()).toEqual({ text: 'text:hi' });
     expect(await c.next()).toEqual({ bytes: Buffer.from([3, 2, 1]) });
     c.ws.close();
+  });
+});
+
+describe('what a live connection keeps', () => {
+  /** V8's collector, which vitest's workers do not expose by default. */
+  function collector(): () => void {
+    v8.setFlagsFromString('--expose-gc');
+    return vm.runInNewContext('gc') as () => void;
+  }
+
+  it('lets go of the upgrade request (Hono context, Request, IncomingMessage) once the socket is open', async () => {
+    const gc = collector();
+    const refs: Array<WeakRef<object>> = [];
+    server = await startServer(layer, (consumers, app) => {
+      app.use('/ws/*', async (c, next) => {
+        refs.push(new WeakRef(c), new WeakRef(c.req.raw), new WeakRef((c.env as { incoming: object }).incoming));
+        await next();
+      });
+      consumers.websocket('/ws/room/:room', JsonEcho);
+    });
+    const c = await openClient(`${server.wsUrl}/ws/room/r1`);
+    c.send({ hello: 'world' });
+    expect(await c.nextJson()).toEqual({ hello: 'world' });
+    expect(refs).toHaveLength(3);
+    // A WeakRef's target survives the job that made or read it: collect between turns until done.
+    for (let i = 0; i < 20 && refs.some((r) => r.deref() !== undefined); i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+    }
+    expect(refs.map((r) => r.deref() === undefined)).toEqual([true, true, true]);
+    c.send({ still: 'open' });
+    expect(await c.nextJson()).toEqual({ still: 'open' });
   });
 });
