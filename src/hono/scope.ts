@@ -28,7 +28,7 @@ export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: bo
     type,
     path: url.pathname,
     params: { ...(c.req.param() as Record<string, string>) },
-    query: url.searchParams,
+    query: new URLSearchParams(url.search), // its own: `url.searchParams` would keep the whole URL alive with the scope
     headers: c.req.raw.headers,
     client: clientOf(c, trustProxy),
     user: undefined,
