@@ -239,14 +239,16 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
    * Runs node-ws's upgrade with a context of only what it reads. Its socket handlers close over
    * the context they were given for as long as the socket lives, and Hono's holds the Request,
    * its headers, the IncomingMessage and the Response: about 10 KiB a connection, kept for
-   * nothing. node-ws reads the upgrade header, the URL, and `env`: `incoming` once, as it starts
-   * waiting for the socket, and a symbol it marks the connection with, which its upgrade
-   * listener then looks for on the request's own env, so the mark is copied back there.
+   * nothing. node-ws reads a header, the URL, and `env`: `incoming` once, as it starts waiting
+   * for the socket, and a symbol it marks the connection with, which its upgrade listener then
+   * looks for on the request's own env, so the mark is copied back there. (The headers are kept
+   * anyway: they are the consumer's `scope.headers`.)
    */
   async function upgradeSlim(c: Context, incoming: IncomingMessage, next: Next): Promise<Response | void> {
     const env: NodeBindings = { incoming };
     const url = c.req.url;
-    const header = (name: string): string | undefined => (name.toLowerCase() === 'upgrade' ? 'websocket' : undefined);
+    const headers = c.req.raw.headers;
+    const header = (name: string): string | undefined => headers.get(name) ?? undefined;
     const response = await upgrade({ env, req: { url, header } } as unknown as Context, next);
     delete env.incoming;
     const bindings = c.env as Record<symbol, unknown>;
