@@ -6,9 +6,10 @@
  * Offline, with `iceServers: []`, two pages connect over host candidates on the machine's
  * ordinary interface (Chromium ignores loopback for ICE), so the box needs one (eth0 here).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { ensureBuilt as buildIfStale } from './build.js';
+import { ensureBuilt as buildIfStale, MAIN } from './build.js';
+import { spawnProcess, waitForListening } from './server-process.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -287,58 +288,25 @@ export interface WorkerProcess {
 
 /** Starts `node dist/main.js` with `env` and waits for its JSON "listening" line, which carries the port. */
 export async function startWorkerProcess(env: Record<string, string>, timeoutMs = 20_000): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'main.js')], {
+  const p = spawnProcess({
+    command: process.execPath,
+    args: [MAIN],
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const lines: string[] = [];
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node dist/main.js did not log "listening" within ${timeoutMs} ms:\n${lines.join('\n')}`)), timeoutMs);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`node dist/main.js exited (${code ?? signal}) before listening:\n${lines.join('\n')}`));
-    });
-    for (const stream of [child.stdout!, child.stderr!]) {
-      let rest = '';
-      stream.setEncoding('utf8');
-      stream.on('data', (chunk: string) => {
-        const parts = (rest + chunk).split('\n');
-        rest = parts.pop() ?? '';
-        for (const line of parts) {
-          lines.push(line);
-          if (!line.includes('listening') || !line.includes('port')) continue;
-          try {
-            const port = Number((JSON.parse(line) as { port?: unknown }).port);
-            if (Number.isInteger(port) && port > 0) {
-              clearTimeout(timer);
-              resolve(port);
-            }
-          } catch {
-            // not a JSON line
-          }
-        }
-      });
-    }
-  });
-  const gone = () => child.exitCode !== null || child.signalCode !== null;
+  const port = await waitForListening(p, { timeoutMs, what: 'node dist/main.js' });
   return {
-    child,
+    child: p.child,
     port,
     url: `http://127.0.0.1:${port}`,
     wsUrl: `ws://127.0.0.1:${port}`,
-    lines,
+    lines: p.lines,
     async kill() {
-      if (!gone()) child.kill('SIGKILL');
-      await exited;
+      p.forceKill();
+      await p.exited;
     },
     async stop() {
-      if (gone()) return;
-      child.kill('SIGTERM');
-      const force = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(force);
+      await p.stop('SIGTERM', 5000);
     },
   };
 }

@@ -3,16 +3,14 @@
  * JSON log lines out. A process is ready when it logs its "listening" line with the port (PORT=0
  * picks a free one), and it is stopped by signalling its whole process group.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { parseLogLine, spawnProcess, waitForListening, type Exit, type LogLine, type SpawnedProcess } from '../../helpers/server-process.js';
 
 /** A log line as pino writes it, or the raw text when a line is not JSON. */
-export type LogLine = Record<string, unknown> & { msg?: string };
+export type { LogLine };
 
 /** How a process ended. */
-export interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type { Exit };
 
 /** A server process that has logged "listening". */
 export interface ServerProcess {
@@ -46,21 +44,6 @@ export interface StartProcessOptions {
   readyTimeoutMs?: number;
 }
 
-/** Processes started by this module and not yet exited, killed when the test process exits. */
-const live = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const c of live) killGroup(c, 'SIGKILL');
-});
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    // Already gone.
-  }
-}
-
 /** The minimal environment a process gets: what a shell needs, then `env`. */
 export function baseEnv(env: Record<string, string> = {}): Record<string, string> {
   const keep = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'SYSTEMROOT', 'CALLSIG_DEBUG_CLUSTER'];
@@ -74,85 +57,41 @@ export function parseLines(text: string): LogLine[] {
   return text
     .split('\n')
     .filter((l) => l.trim() !== '')
-    .map((l) => {
-      try {
-        const v: unknown = JSON.parse(l);
-        return v !== null && typeof v === 'object' ? (v as LogLine) : { text: l };
-      } catch {
-        return { text: l };
-      }
-    });
+    .map((l) => parseLogLine(l) ?? { text: l });
+}
+
+/** `command` in `bash -c`, in a process group of its own so a signal reaches whatever it started. */
+function spawnBash(command: string, cwd: string, env: Record<string, string> | undefined): SpawnedProcess {
+  return spawnProcess({ command: 'bash', args: ['-c', command], cwd, env: baseEnv(env), group: true });
 }
 
 /** Starts a server process and resolves once it has logged "listening" with a port; rejects with its output if it exits first. */
-export function startServerProcess(opts: StartProcessOptions): Promise<ServerProcess> {
+export async function startServerProcess(opts: StartProcessOptions): Promise<ServerProcess> {
   const command = opts.command ?? 'node dist/main.js';
-  const child = spawn('bash', ['-c', command], { cwd: opts.cwd, env: baseEnv(opts.env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  live.add(child);
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<Exit>((resolve) => {
-    child.on('exit', (code, signal) => {
-      live.delete(child);
-      resolve({ code, signal });
-    });
-  });
-  const timeoutMs = opts.readyTimeoutMs ?? 20_000;
-
-  return new Promise<ServerProcess>((resolve, reject) => {
-    const started = Date.now();
-    const poll = setInterval(() => {
-      const ready = parseLines(out).find((l) => typeof l.msg === 'string' && l.msg.includes('listening') && typeof l.port === 'number');
-      if (ready) {
-        clearInterval(poll);
-        const port = ready.port as number;
-        resolve({
-          port,
-          url: `http://127.0.0.1:${port}`,
-          child,
-          output: () => out,
-          lines: () => parseLines(out),
-          exited,
-          async stop(signal = 'SIGTERM', graceMs = 25_000) {
-            killGroup(child, signal);
-            const timer = setTimeout(() => killGroup(child, 'SIGKILL'), graceMs);
-            const exit = await exited;
-            clearTimeout(timer);
-            return exit;
-          },
-        });
-      } else if (Date.now() - started > timeoutMs) {
-        clearInterval(poll);
-        killGroup(child, 'SIGKILL');
-        reject(new Error(`\`${command}\` did not log "listening" within ${timeoutMs} ms. Output:\n${out}`));
-      }
-    }, 50);
-    void exited.then((exit) => {
-      clearInterval(poll);
-      reject(new Error(`\`${command}\` exited (${JSON.stringify(exit)}) before logging "listening". Output:\n${out}`));
-    });
-  });
+  const p = spawnBash(command, opts.cwd, opts.env);
+  const port = await waitForListening(p, { timeoutMs: opts.readyTimeoutMs ?? 20_000, what: `\`${command}\``, describe: () => `Output:\n${p.output()}` });
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    child: p.child,
+    output: p.output,
+    lines: () => parseLines(p.output()),
+    exited: p.exited,
+    stop: (signal = 'SIGTERM', graceMs = 25_000) => p.stop(signal, graceMs),
+  };
 }
 
 /** Runs a command to completion in `bash -c`; resolves with its exit code and output. */
-export function runCommand(command: string, cwd: string, env: Record<string, string>, timeoutMs = 300_000): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('bash', ['-c', command], { cwd, env: baseEnv(env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    live.add(child);
-    let output = '';
-    child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => {
-      output += `\n[killed after ${timeoutMs} ms]`;
-      killGroup(child, 'SIGKILL');
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      live.delete(child);
-      resolve({ code, output });
-    });
-  });
+export async function runCommand(command: string, cwd: string, env: Record<string, string>, timeoutMs = 300_000): Promise<{ code: number | null; output: string }> {
+  const p = spawnBash(command, cwd, env);
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    p.forceKill();
+  }, timeoutMs);
+  const { code } = await p.exited;
+  clearTimeout(timer);
+  return { code, output: p.output() + (killed ? `\n[killed after ${timeoutMs} ms]` : '') };
 }
 
 /** A TCP port that was free a moment ago. */

@@ -3,10 +3,14 @@
  * environment, its port read from the "listening" log line, and every process it started
  * killed at the end of the file even when a test fails half-way.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { distIsStale } from '../../helpers/build.js';
+import { childPids, spawnProcess, waitForListening } from '../../helpers/server-process.js';
+
+/** Children of a pid (cluster workers), from /proc. */
+export { childPids };
 
 /** The repository root. */
 export const ROOT = path.resolve(import.meta.dirname, '..', '..', '..');
@@ -78,22 +82,6 @@ export interface ServerProcess {
 
 const running = new Set<ServerProcess>();
 
-/** Children of `pid` (cluster workers), from /proc. */
-export function childPids(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(name));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
 /** VmRSS of one process in bytes (0 when it is gone). */
 export function rssBytes(pid: number): number {
   try {
@@ -131,81 +119,37 @@ export async function spawnServer(opts: SpawnOptions = {}): Promise<ServerProces
     LOG_LEVEL: 'info',
     ...opts.env,
   };
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), MAIN], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const listeners = new Set<(line: string) => void>();
-  for (const stream of [child.stdout!, child.stderr!]) {
-    let rest = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (d: string) => {
-      const parts = (rest + d).split('\n');
-      rest = parts.pop() ?? '';
-      for (const l of parts) {
-        lines.push(l);
-        if (lines.length > 2000) lines.shift();
-        for (const f of listeners) f(l);
-      }
-    });
-  }
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  child.once('error', (err) => lines.push(`spawn error: ${err.message}`));
-
-  const workers = opts.workers ?? 1;
-  const port = await new Promise<number>((resolve, reject) => {
-    let seen = 0;
-    let found = 0;
-    const timer = setTimeout(() => fail(`no "listening" line with a port within 20 s`), 20_000);
-    const fail = (why: string) => {
-      clearTimeout(timer);
-      listeners.delete(onLine);
-      reject(new Error(`${label}: ${why}\n  ${lines.slice(-20).join('\n  ')}`));
-    };
-    const onLine = (l: string) => {
-      if (!l.includes('listening')) return;
-      try {
-        const p = (JSON.parse(l) as { port?: unknown }).port;
-        if (typeof p === 'number' && p > 0) {
-          found = p;
-          seen += 1;
-          if (seen >= workers) {
-            clearTimeout(timer);
-            listeners.delete(onLine);
-            resolve(found);
-          }
-        }
-      } catch {
-        // not a JSON line
-      }
-    };
-    listeners.add(onLine);
-    void exited.then(({ code, signal }) => fail(`exited (${code ?? signal}) before listening`));
+  const p = spawnProcess({ command: process.execPath, args: [...(opts.nodeArgs ?? []), MAIN], cwd: ROOT, env, maxLines: 2000 });
+  const port = await waitForListening(p, {
+    workers: opts.workers ?? 1,
+    what: `${label}:`,
+    describe: () => `  ${p.lines.slice(-20).join('\n  ')}`,
   });
-
-  let isAlive = true;
-  void exited.then(() => {
-    isAlive = false;
-  });
+  const pid = p.child.pid!;
   const proc: ServerProcess = {
     label,
-    pid: child.pid!,
+    pid,
     port,
     url: `http://127.0.0.1:${port}`,
-    child,
-    exited,
+    child: p.child,
+    exited: p.exited,
     get alive() {
-      return isAlive;
+      return p.alive;
     },
     wsUrl(callId, query) {
       const q = query ? `?${new URLSearchParams(query).toString()}` : '';
       return `ws://127.0.0.1:${port}/ws/call/${callId}${q}`;
     },
-    output: () => lines.slice(),
+    output: () => p.lines.slice(),
     kill(signal = 'SIGTERM') {
-      if (!isAlive) return;
-      const kids = signal === 'SIGKILL' ? childPids(child.pid!) : [];
-      child.kill(signal);
+      if (signal === 'SIGKILL') p.forceKill();
+      else p.signal(signal);
+    },
+    async stop(graceMs = 5000) {
+      if (!p.alive) return;
+      // workers the primary leaves behind are killed too
+      const kids = childPids(pid);
+      await p.stop('SIGTERM', graceMs);
       for (const k of kids) {
         try {
           process.kill(k, 'SIGKILL');
@@ -213,20 +157,6 @@ export async function spawnServer(opts: SpawnOptions = {}): Promise<ServerProces
           // gone
         }
       }
-    },
-    async stop(graceMs = 5000) {
-      if (!isAlive) return;
-      const kids = childPids(child.pid!);
-      child.kill('SIGTERM');
-      const done = await Promise.race([exited.then(() => true), sleep(graceMs).then(() => false)]);
-      for (const k of done ? kids : [child.pid!, ...kids]) {
-        try {
-          process.kill(k, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-      await exited;
       running.delete(proc);
     },
   };
@@ -239,14 +169,3 @@ export async function stopAllServers(): Promise<void> {
   await Promise.all([...running].map((p) => p.stop(3000)));
   running.clear();
 }
-
-process.once('exit', () => {
-  for (const p of running) {
-    try {
-      p.child.kill('SIGKILL');
-      for (const k of childPids(p.pid)) process.kill(k, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-});
