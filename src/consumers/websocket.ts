@@ -10,6 +10,9 @@ import { Consumer, reserveMethods } from './consumer.js';
 import type { WebsocketControl, WebsocketState } from './internal.js';
 import type { Scope } from './scope.js';
 
+/** What `send` returns when the frame went out at once (one shared settled promise). */
+const RESOLVED: Promise<void> = Promise.resolve();
+
 /** One WebSocket frame: text or bytes. */
 export interface Frame {
   text?: string;
@@ -77,15 +80,19 @@ export abstract class WebsocketConsumer extends Consumer {
    * or a close code. A no-op once the connection is closing or closed. A peer that leaves more
    * than `maxBufferedBytes` unread is closed with 1013 instead.
    */
-  async send(frame: Frame, close?: boolean | number): Promise<void> {
+  send(frame: Frame, close?: boolean | number): Promise<void> {
+    // Not an async function: the relay path calls this for every message, and a plain return
+    // spares the suspended frame an async function allocates per call.
+    if (typeof frame !== 'object' || frame === null) return Promise.reject(new TypeError('send() takes a frame: { text } or { bytes }'));
     const hasText = frame.text !== undefined && frame.text !== null;
     const hasBytes = frame.bytes !== undefined && frame.bytes !== null;
-    if (hasText === hasBytes) throw new TypeError('send() takes exactly one of text or bytes');
-    if (hasText && typeof frame.text !== 'string') throw new TypeError(`send() text must be a string, got ${typeof frame.text}`);
-    if (hasBytes && !(frame.bytes instanceof Uint8Array)) throw new TypeError('send() bytes must be a Uint8Array');
+    if (hasText === hasBytes) return Promise.reject(new TypeError('send() takes exactly one of text or bytes'));
+    if (hasText && typeof frame.text !== 'string') return Promise.reject(new TypeError(`send() text must be a string, got ${typeof frame.text}`));
+    if (hasBytes && !(frame.bytes instanceof Uint8Array)) return Promise.reject(new TypeError('send() bytes must be a Uint8Array'));
     const shedding = this.#control.send(hasText ? frame.text! : frame.bytes!);
-    if (shedding) await shedding;
-    if (close) await this.close(close === true ? 1000 : close);
+    if (!close) return shedding ?? RESOLVED;
+    const code = close === true ? 1000 : close;
+    return (shedding ?? RESOLVED).then(() => this.close(code));
   }
 
   /** Called once when the socket has closed, after the groups are left, with the close code (1006 when none arrived). */
@@ -110,19 +117,20 @@ export abstract class WebsocketConsumer extends Consumer {
 /** A WebSocket consumer that speaks JSON text frames. */
 export abstract class JsonWebsocketConsumer extends WebsocketConsumer {
   /** Decodes each text frame and passes it to `receiveJson`; answers frames it cannot decode through `decodeError`. */
-  override async receive(frame: Frame): Promise<void> {
-    if (frame.text === undefined) {
-      await this.decodeError(frame, new TypeError('Binary frames are not accepted; send JSON as a text frame.'));
-      return;
-    }
-    let content: unknown;
+  override receive(frame: Frame): Promise<void> {
+    // Not an async function, for the same reason as `send`: every client message passes here.
     try {
-      content = this.decodeJson(frame.text);
+      if (frame.text === undefined) return this.decodeError(frame, new TypeError('Binary frames are not accepted; send JSON as a text frame.'));
+      let content: unknown;
+      try {
+        content = this.decodeJson(frame.text);
+      } catch (err) {
+        return this.decodeError(frame, err);
+      }
+      return this.receiveJson(content);
     } catch (err) {
-      await this.decodeError(frame, err);
-      return;
+      return Promise.reject(err); // a handler that threw before returning its promise
     }
-    await this.receiveJson(content);
   }
 
   /** Called with each decoded JSON frame (default: ignored). */

@@ -230,7 +230,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
       await this.error('bad-message', 'A message must be a JSON object (text frame) with a "type".');
     }
 
-    override async receiveJson(content: unknown): Promise<void> {
+    override receiveJson(content: unknown): Promise<void> {
       const parsed = parseClientMessage(content);
       if (!parsed.ok) return this.error('bad-message', parsed.reason);
       const message = parsed.message;
@@ -289,8 +289,8 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     // Handlers for channel layer messages (declared in `handles`).
 
-    async signalRelay(message: Message): Promise<void> {
-      await this.send({ text: message.text as string });
+    signalRelay(message: Message): Promise<void> {
+      return this.send({ text: message.text as string });
     }
 
     async peerJoined(message: Message): Promise<void> {

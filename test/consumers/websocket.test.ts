@@ -283,8 +283,8 @@ describe('accept and close', () => {
     const errors: unknown[] = [];
     class Shapes extends WebsocketConsumer {
       override async receive(): Promise<void> {
-        for (const frame of [{}, { text: 'a', bytes: new Uint8Array() }]) {
-          await this.send(frame).catch((err: unknown) => errors.push(err));
+        for (const frame of [{}, { text: 'a', bytes: new Uint8Array() }, null as unknown as Frame]) {
+          await this.send(frame).catch((err: unknown) => errors.push(err)); // rejects: never throws at the call
         }
         await this.send({ text: 'ok' });
       }
@@ -293,7 +293,7 @@ describe('accept and close', () => {
     await c.connect();
     c.sendText('go');
     expect(await c.receiveOutput()).toEqual({ text: 'ok' });
-    expect(errors.map((e) => e instanceof TypeError)).toEqual([true, true]);
+    expect(errors.map((e) => e instanceof TypeError)).toEqual([true, true, true]);
   });
 
   it('echoes text and bytes frames as they came', async () => {
@@ -494,6 +494,25 @@ describe('JSON frames', () => {
     c.sendJson(1);
     expect(await c.receiveJson()).toEqual({ echo: 1 });
     await c.disconnect();
+  });
+
+  it('fails the handler (1011) when receiveJson throws before returning its promise, and still runs disconnect', async () => {
+    let disconnected: number | undefined;
+    class SyncThrow extends JsonWebsocketConsumer {
+      override receiveJson(): Promise<void> {
+        throw new Error('thrown, not rejected');
+      }
+      override async disconnect(code: number): Promise<void> {
+        disconnected = code;
+      }
+    }
+    const c = new WebsocketCommunicator(SyncThrow, { layer });
+    await c.connect();
+    c.sendJson({});
+    expect(await c.receiveOutput()).toEqual({ close: 1011, reason: 'Internal error' });
+    await c.disconnect();
+    expect(disconnected).toBe(1011);
+    expect((c.logger!.at('error')[0]!.obj as { err: Error }).err.message).toBe('thrown, not rejected');
   });
 
   it('fails the handler (1011) when sendJson is given what JSON cannot hold', async () => {
