@@ -2,7 +2,7 @@
 // after N idle peers, diffed by object type and constructor, per peer. An investigation tool
 // beside `npm run bench` (which reports RSS only); snapshots pause the server for seconds.
 //
-//   node bench/heap.mjs [--only=ws,memory] [--peers=5000]
+//   node bench/heap.mjs [--only=ws,memory] [--peers=5000] [--keep=DIR]
 //
 // Prints, per server: RSS and V8 heap growth per peer, and the top constructors by bytes per peer.
 // Writes bench/results/heap.txt. Snapshots go to a temporary directory and are deleted.
@@ -21,6 +21,8 @@ const args = process.argv.slice(2);
 const ONLY = args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? ['ws', 'ws-json', 'peerjs', 'memory'];
 const PEERS = Number(args.find((a) => a.startsWith('--peers='))?.slice(8) ?? 5000);
 const TOP = 40;
+/** Where to keep the 'after' snapshot for a closer look (by default it is deleted). */
+const KEEP = args.find((a) => a.startsWith('--keep='))?.slice(7);
 
 /** Signals every process of the tree to write a snapshot; resolves the new files once complete. */
 async function snapshot(pid, dir) {
@@ -132,7 +134,9 @@ async function one(def, lg, log) {
     const opened = await lg.call('idleOpen', { peers: PEERS }, 180_000);
     await sleep(3000);
     const rss1 = treeRssKiB(srv.pid);
-    const h1 = tally(await snapshot(srv.pid, dir), true);
+    const after = await snapshot(srv.pid, dir);
+    const h1 = tally(after, true);
+    if (KEEP) for (const [i, f] of after.entries()) writeFileSync(join(KEEP, `${def.id}-${i}.heapsnapshot`), readFileSync(f));
     await lg.call('idleRelease', {}, 120_000);
     const n = opened.peers;
     const rows = [];

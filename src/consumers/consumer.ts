@@ -10,7 +10,7 @@
 import type { ChannelLayer, Message } from '../layers/index.js';
 import { DispatchError } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
-import { logBindings } from './internal.js';
+import { logBindings, RESOLVED } from './internal.js';
 import type { Scope } from './scope.js';
 
 /** A well-formed message type: words of letters and digits joined by `.` or `_`. */
@@ -157,16 +157,24 @@ export abstract class Consumer {
    * DispatchError for a message without a string type, a malformed type, or a type this class
    * does not list in `handles`; the runner logs it and ends this consumer.
    */
-  async dispatch(message: Message): Promise<void> {
-    const Class = this.constructor as unknown as ConsumerClassLike;
-    const type: unknown = (message as { type?: unknown } | null)?.type;
-    // Every type in the table is well formed: check the form only of one that is not (to say why).
-    const method = typeof type === 'string' ? handlerTable(Class).get(type) : undefined;
-    if (method === undefined) {
-      requireWellFormedType(type, 'layer message');
-      throw new DispatchError('not-handled', `${Class.name} does not handle "${type}": it is not in ${Class.name}.handles ${JSON.stringify(Class.handles)}`, type);
+  dispatch(message: Message): Promise<void> {
+    // Not an async function: every layer message passes here, and a handler that finished at
+    // once (it returned RESOLVED, or no promise) is answered with RESOLVED, without a new promise.
+    try {
+      const Class = this.constructor as unknown as ConsumerClassLike;
+      const type: unknown = (message as { type?: unknown } | null)?.type;
+      // Every type in the table is well formed: check the form only of one that is not (to say why).
+      const method = typeof type === 'string' ? handlerTable(Class).get(type) : undefined;
+      if (method === undefined) {
+        requireWellFormedType(type, 'layer message');
+        throw new DispatchError('not-handled', `${Class.name} does not handle "${type}": it is not in ${Class.name}.handles ${JSON.stringify(Class.handles)}`, type);
+      }
+      const result = (this as unknown as Record<string, (m: Message) => unknown>)[method]!(message);
+      if (result === RESOLVED || typeof (result as PromiseLike<unknown> | undefined)?.then !== 'function') return RESOLVED;
+      return Promise.resolve(result) as Promise<void>; // a native promise as itself
+    } catch (err) {
+      return Promise.reject(err);
     }
-    await (this as unknown as Record<string, (m: Message) => unknown>)[method]!(message);
   }
 }
 

@@ -7,7 +7,7 @@ export { createScope, parseSubprotocols, type Scope, type ScopeInit } from './sc
 export { consoleLogger, RecordingLogger, type Logger, type LogEntry } from './logger.js';
 export { CloseCode, isValidCloseCode, requireValidClose, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
 export { DEFAULT_MAX_BUFFERED_BYTES } from './options.js';
-export type { WebsocketState, HttpState } from './internal.js';
+export { RESOLVED, type WebsocketState, type HttpState } from './internal.js';
 export type { WebsocketTransport, WebsocketTransportEvents, HttpTransport, HttpTransportEvents } from './transport.js';
 export { callHook, type ConsumerHooks, type RunnerOptions } from './runner.js';
 export { WebsocketRunner, type WebsocketRunnerOptions } from './websocket-runner.js';

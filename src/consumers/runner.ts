@@ -11,18 +11,20 @@
  * Each channel (the consumer's own, and any it `listen`s to) is read one message at a time: its
  * next `receive` is armed only after the previous message was dispatched, so a slow consumer
  * leaves its messages on the layer (where capacity applies) instead of in memory. Pending
- * receives are aborted as soon as the connection is known to be over (before the groups are
+ * receives are withdrawn as soon as the connection is known to be over (before the groups are
  * left and `disconnect` runs), so nothing more is taken off the layer for a consumer that can
  * no longer deliver it: a stable channel keeps it for the next connection.
  *
- * Memory: a runner is what an idle connection costs beside its socket, so it keeps little: one
- * AbortController for all its receives (stopping one channel aborts them all, and the others
- * are armed again: an aborted receive takes nothing), jobs queued unwrapped, `done` built only
- * when asked for, and the consumer's logger built only when something is logged.
+ * Memory and speed: a runner is what an idle connection costs beside its socket, so it keeps
+ * little: one Source per channel, which is both the layer's sink for it (`receiveInto`: no
+ * promise, no AbortSignal) and the queued job of the message it took (nothing allocated per
+ * message), jobs queued unwrapped, `done` built only when asked for, and the consumer's logger
+ * built only when something is logged.
  */
-import { requireValidChannelName, type ChannelLayer, type Message } from '../layers/index.js';
+import { requireValidChannelName, type ChannelLayer, type Message, type MessageSink } from '../layers/index.js';
 import { bindRuntime, handlerTable, type Consumer, type ConsumerClassLike, type ConsumerRuntime } from './consumer.js';
 import { DenyConnection, StopConsumer } from './errors.js';
+import { RESOLVED } from './internal.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { DEFAULT_MAX_BUFFERED_BYTES, FRAME_QUEUE_HIGH_WATER, FRAME_QUEUE_LOW_WATER } from './options.js';
 import type { Scope } from './scope.js';
@@ -59,24 +61,43 @@ export interface RunnerOptions {
 
 const NO_HOOKS: ConsumerHooks = Object.freeze({});
 
-/** A channel the consumer receives from: its own, and any it `listen`s to. */
-class Source {
-  /** The receive in flight, if any (settles without rejecting). */
-  pending: Promise<void> | undefined;
+/**
+ * A channel the consumer receives from (its own, and any it `listen`s to), and the layer's sink
+ * for it: the layer hands it one message at a time, and it waits in the queue as the job that
+ * dispatches that message. So an idle channel costs this object and nothing per message.
+ */
+class Source implements MessageSink {
+  /** A receive is pending on the layer. */
+  pending = false;
   active = true;
-  constructor(readonly channel: string) {}
-}
+  /** The message taken, waiting for its turn in the queue. */
+  message: Message | undefined;
+  constructor(readonly runner: Runner<Consumer>, readonly channel: string) {}
 
-/** A layer message taken from `source`, waiting for its turn. */
-class Delivery {
-  constructor(readonly message: Message, readonly source: Source) {}
+  deliver(message: Message): void {
+    this.pending = false;
+    this.message = message;
+    queueJob(this.runner, this);
+  }
+
+  fail(err: unknown): void {
+    this.pending = false;
+    queueJob(this.runner, () => Promise.reject(err));
+  }
 }
 
 /**
- * A queued job, kept unwrapped: a client frame as itself, a layer message as a Delivery, a task
+ * A queued job, kept unwrapped: a client frame as itself, a layer message as its Source, a task
  * as its function, and the finish as its close code.
  */
-type Job = Frame | Delivery | (() => Promise<void>) | number;
+type Job = Frame | Source | (() => Promise<void>) | number;
+
+/**
+ * Queues a job from a layer callback and drains in a microtask: a layer calls its sinks from
+ * inside a send (InMemory) or its socket handler (Redis), where running a handler would re-enter
+ * the layer mid-operation. Set in Runner's static block (the queue is private to it).
+ */
+let queueJob: (runner: Runner<Consumer>, job: Job) => void;
 
 /** Calls a user hook; a throw or a rejection is logged, never propagated. */
 export function callHook(log: Logger, name: string, hook: ((...args: never[]) => unknown) | undefined, ...args: unknown[]): void {
@@ -108,10 +129,8 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   private draining = false;
   private queuedFrames = 0;
   private paused = false;
-  private sources: Source[] = [];
-  /** Aborts every pending receive of this runner; replaced when one channel stops alone. */
-  private receiveOptions: { signal: AbortSignal } | undefined;
-  private abortReceives: AbortController | undefined;
+  private drainQueued = false;
+  private sources: Source[] | undefined;
   private receiving = true;
   private joinedGroups: string[] | undefined;
   private finishing = false;
@@ -119,6 +138,24 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   private donePromise: Promise<void> | undefined;
   private resolveDone: (() => void) | undefined;
   private readonly onDone: ((runner: Runner<Consumer>) => void) | undefined;
+
+  static {
+    const scheduled: Array<Runner<Consumer>> = [];
+    const drainScheduled = (): void => {
+      for (let i = 0; i < scheduled.length; i++) {
+        const runner = scheduled[i]!;
+        runner.drainQueued = false;
+        if (!runner.draining) void runner.drain();
+      }
+      scheduled.length = 0;
+    };
+    queueJob = (runner, job) => {
+      runner.jobs.push(job);
+      if (runner.draining || runner.drainQueued) return;
+      runner.drainQueued = true;
+      if (scheduled.push(runner) === 1) queueMicrotask(drainScheduled);
+    };
+  }
 
   constructor(Class: ConsumerClassLike & (new () => C), opts: RunnerOptions) {
     handlerTable(Class); // a misdeclared class fails here, before any connection work
@@ -159,8 +196,9 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   listen(channel: string): () => Promise<void> {
     requireValidChannelName(channel);
     if (!this.receiving) return async () => {};
-    const source = new Source(channel);
-    this.sources.push(source);
+    const source = new Source(this as unknown as Runner<Consumer>, channel);
+    // Exact-size arrays: a push would give an idle connection's one or two entries 17 slots.
+    this.sources = this.sources ? [...this.sources, source] : [source];
     this.arm(source);
     return () => this.stopSource(source);
   }
@@ -190,8 +228,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   protected stopReceiving(): void {
     if (!this.receiving) return;
     this.receiving = false;
-    for (const source of this.sources) source.active = false;
-    this.abortReceives?.abort();
+    for (const source of this.sources ?? []) this.cancel(source);
   }
 
   /** Runs the first handler (connect, handle). */
@@ -216,51 +253,39 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     consumer.channelName = await consumer['resolveChannelName']();
     for (const group of consumer.groups()) {
       await this.layer.groupAdd(group, consumer.channelName);
-      (this.joinedGroups ??= []).push(group);
+      this.joinedGroups = this.joinedGroups ? [...this.joinedGroups, group] : [group];
     }
     this.listen(consumer.channelName);
     await this.begin();
   }
 
-  /** Stops one channel: every pending receive is aborted (taking nothing) and the others armed again. */
+  /** Stops one channel: its pending receive is withdrawn, taking nothing. */
   private async stopSource(source: Source): Promise<void> {
-    const i = this.sources.indexOf(source);
-    if (i !== -1) this.sources.splice(i, 1);
-    if (source.active) {
-      source.active = false;
-      if (source.pending) this.renewAbort();
-    }
-    await source.pending;
+    this.sources = this.sources?.filter((s) => s !== source);
+    this.cancel(source);
   }
 
-  /** Aborts the pending receives and gives later ones a fresh signal; each still-active source is re-armed as its receive ends. */
-  private renewAbort(): void {
-    const old = this.abortReceives;
-    this.abortReceives = undefined;
-    this.receiveOptions = undefined;
-    old?.abort();
+  private cancel(source: Source): void {
+    source.active = false;
+    if (!source.pending) return;
+    source.pending = false;
+    try {
+      this.layer.cancelReceive(source.channel, source);
+    } catch (err) {
+      this.log.warn({ err, channel: source.channel }, 'Withdrawing a receive failed');
+    }
   }
 
   /** Receives the next message of `source`; it is armed again once that message was dispatched. */
   private arm(source: Source): void {
-    if (!source.active) return;
-    if (!this.receiveOptions) {
-      this.abortReceives = new AbortController();
-      this.receiveOptions = { signal: this.abortReceives.signal };
+    if (!source.active || source.pending) return;
+    source.pending = true;
+    try {
+      this.layer.receiveInto(source.channel, source); // may deliver at once
+    } catch (err) {
+      source.pending = false;
+      this.enqueue(() => Promise.reject(err));
     }
-    const signal = this.receiveOptions.signal;
-    source.pending = this.layer.receive(source.channel, this.receiveOptions).then(
-      (message) => {
-        // Even if the receive was stopped meanwhile, the message was taken: it is dispatched in turn.
-        source.pending = undefined;
-        this.enqueue(new Delivery(message, source));
-      },
-      (err: unknown) => {
-        source.pending = undefined;
-        if (!signal.aborted) this.enqueue(() => Promise.reject(err));
-        else if (source.active && this.receiving) this.arm(source); // another channel stopped alone
-      },
-    );
   }
 
   private enqueue(job: Job): void {
@@ -280,15 +305,18 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
         else if (this.admit(job)) {
           try {
             if (typeof job === 'function') await job();
-            else if (job instanceof Delivery) {
+            else if (job instanceof Source) {
+              const message = job.message!;
+              job.message = undefined;
               try {
-                await this.consumer.dispatch(job.message);
+                const dispatching = this.consumer.dispatch(message);
+                if (dispatching !== RESOLVED) await dispatching;
               } finally {
-                this.arm(job.source);
+                this.arm(job);
               }
             } else {
               const handling = this.handleFrame(job);
-              if (handling) await handling;
+              if (handling && handling !== RESOLVED) await handling;
             }
           } catch (err) {
             await this.fail(err);
@@ -311,8 +339,8 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   }
 
   /** Takes a job off the queue's books; false when the consumer has stopped and it is not to run. */
-  private admit(job: Frame | Delivery | (() => Promise<void>)): boolean {
-    if (typeof job !== 'function' && !(job instanceof Delivery)) {
+  private admit(job: Frame | Source | (() => Promise<void>)): boolean {
+    if (typeof job !== 'function' && !(job instanceof Source)) {
       this.queuedFrames--;
       if (this.paused && this.queuedFrames <= FRAME_QUEUE_LOW_WATER) {
         this.paused = false;
@@ -320,7 +348,10 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
       }
     }
     if (!this.stopped) return true;
-    if (job instanceof Delivery) this.log.warn({ type: job.message.type }, 'A layer message reached a consumer that has stopped; it was not dispatched');
+    if (job instanceof Source) {
+      this.log.warn({ type: job.message!.type }, 'A layer message reached a consumer that has stopped; it was not dispatched');
+      job.message = undefined;
+    }
     return false;
   }
 

@@ -7,11 +7,9 @@
  */
 import type { ChannelLayer } from '../layers/index.js';
 import { Consumer, reserveMethods } from './consumer.js';
-import type { WebsocketControl, WebsocketState } from './internal.js';
+import { RESOLVED, type WebsocketControl, type WebsocketState } from './internal.js';
 import type { Scope } from './scope.js';
 
-/** What `send` returns when the frame went out at once (one shared settled promise). */
-const RESOLVED: Promise<void> = Promise.resolve();
 
 /** One WebSocket frame: text or bytes. */
 export interface Frame {

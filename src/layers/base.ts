@@ -5,21 +5,52 @@
  * Subclass contract: a backend implements only storage, in the `store*` methods below. They are
  * called with names already validated, messages already encoded (so the size limit and the
  * codec's type rules are the same on every backend) and the destination's capacity already looked
- * up. `storeReceive` resolves with the encoded bytes of the next unexpired message, or rejects
- * with the signal's reason when it is aborted, having taken nothing.
+ * up. `storeReceive` keeps a pending receive (a `MessageSink`) until it hands it the next
+ * unexpired message, through `deliverTo` (which decodes it), or fails it (the layer closed);
+ * `storeCancel` withdraws one, taking nothing. Both `receive` (a promise, cancelled by an
+ * AbortSignal) and `receiveInto` (a sink the caller keeps) are built on these two.
  */
 import { randomBytes } from 'node:crypto';
+import { AbortSets } from './abort-sets.js';
 import { CapacityTable, layerIdOf, requireValidChannelName, requireValidGroupName } from './names.js';
 import { decodeMessage, encodeMessage } from './codec.js';
 import { LayerClosed } from './errors.js';
 import { resolveLayerOptions, type ResolvedLayerOptions } from './options.js';
 import type {
-  ChannelLayer, LayerOptions, Message, ReceiveOptions, RosterChangeOptions, RosterEntry,
+  ChannelLayer, LayerOptions, Message, MessageSink, ReceiveOptions, RosterChangeOptions, RosterEntry,
   RosterJoinOptions, RosterJoinResult,
 } from './types.js';
 
 /** What a backend stored, as a message: bytes are decoded; a copy a backend kept is the message. */
 const toMessage = (stored: Uint8Array | Message): Message => (stored instanceof Uint8Array ? decodeMessage(stored) : stored);
+
+/** A `receive`'s sink: settles its promise; its signal withdraws it. */
+class PromiseSink implements MessageSink {
+  /** The pending receives of its AbortSignal, if it has one (`AbortSets`). */
+  aborts: Set<PromiseSink> | undefined;
+
+  constructor(
+    private readonly layer: ChannelLayer,
+    private readonly channel: string,
+    private readonly resolve: (message: Message) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {}
+
+  deliver(message: Message): void {
+    this.aborts?.delete(this);
+    this.resolve(message);
+  }
+
+  fail(err: unknown): void {
+    this.aborts?.delete(this);
+    this.reject(err);
+  }
+
+  /** The signal fired: give up waiting, taking nothing (unless a message came first). */
+  onAbort(reason: unknown): void {
+    if (this.layer.cancelReceive(this.channel, this)) this.reject(reason);
+  }
+}
 
 /** A random name part of `bytes` bytes, in URL-safe base64 without padding ("-" and "_" are valid in names). */
 export function randomName(bytes = 12): string {
@@ -40,6 +71,8 @@ export abstract class BaseChannelLayer implements ChannelLayer {
   protected readonly options: ResolvedLayerOptions;
   protected readonly capacities: CapacityTable;
   protected closed = false;
+  /** The pending promise receives of each AbortSignal given to `receive`. */
+  private readonly aborts = new AbortSets<PromiseSink>();
 
   constructor(options: LayerOptions = {}, extraOptionKeys: readonly string[] = []) {
     this.options = resolveLayerOptions(options, extraOptionKeys);
@@ -71,20 +104,30 @@ export abstract class BaseChannelLayer implements ChannelLayer {
     await this.storeSend(channel, bytes, this.capacities.capacityOf(channel));
   }
 
-  /** Not `async`: an idle consumer keeps a pending receive per channel, and a suspended async frame costs more than a `then`. */
+  /** Not `async`: a suspended async frame costs more than the promise it returns. */
   receive(channel: string, opts: ReceiveOptions = {}): Promise<Message> {
     try {
-      requireValidChannelName(channel);
-      const owner = layerIdOf(channel);
-      if (owner !== undefined && owner !== this.id) {
-        throw new TypeError(`Channel ${JSON.stringify(channel)} cannot be received on this layer: it is process-specific to layer ${JSON.stringify(owner)}, and only the layer whose newChannel() made it receives on it`);
-      }
-      this.requireOpen();
-      opts.signal?.throwIfAborted();
-      return this.storeReceive(channel, opts.signal).then(toMessage);
+      this.requireReceivable(channel);
+      const signal = opts.signal;
+      signal?.throwIfAborted();
+      return new Promise<Message>((resolve, reject) => {
+        const sink = new PromiseSink(this, channel, resolve, reject);
+        // Registered first: the store may deliver at once, and a settled sink leaves its set.
+        if (signal) (sink.aborts = this.aborts.of(signal)).add(sink);
+        this.storeReceive(channel, sink);
+      });
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  receiveInto(channel: string, sink: MessageSink): void {
+    this.requireReceivable(channel);
+    this.storeReceive(channel, sink);
+  }
+
+  cancelReceive(channel: string, sink: MessageSink): boolean {
+    return this.storeCancel(channel, sink);
   }
 
   async groupAdd(group: string, channel: string): Promise<void> {
@@ -159,6 +202,28 @@ export abstract class BaseChannelLayer implements ChannelLayer {
     await this.storeClose();
   }
 
+  /** Hands a stored message to a pending receive: decoded, or the decoding error. */
+  protected deliverTo(sink: MessageSink, stored: Uint8Array | Message): void {
+    let message: Message;
+    try {
+      message = toMessage(stored);
+    } catch (err) {
+      sink.fail(err);
+      return;
+    }
+    sink.deliver(message);
+  }
+
+  /** Throws unless this layer may receive on `channel` now. */
+  private requireReceivable(channel: string): void {
+    requireValidChannelName(channel);
+    const owner = layerIdOf(channel);
+    if (owner !== undefined && owner !== this.id) {
+      throw new TypeError(`Channel ${JSON.stringify(channel)} cannot be received on this layer: it is process-specific to layer ${JSON.stringify(owner)}, and only the layer whose newChannel() made it receives on it`);
+    }
+    this.requireOpen();
+  }
+
   protected requireOpen(): void {
     if (this.closed) throw new LayerClosed();
   }
@@ -170,8 +235,14 @@ export abstract class BaseChannelLayer implements ChannelLayer {
   }
 
   protected abstract storeSend(channel: string, bytes: Buffer, capacity: number): Promise<void>;
-  /** The next message's encoded bytes, or a copy a backend kept instead (InMemory: codec.ts `copyMessage`). */
-  protected abstract storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Uint8Array | Message>;
+  /**
+   * Keeps `sink` waiting for the next message of `channel`, which it gets through `deliverTo`
+   * (encoded bytes, or a copy a backend kept instead: InMemory's codec.ts `copyMessage`); at once
+   * when one is there.
+   */
+  protected abstract storeReceive(channel: string, sink: MessageSink): void;
+  /** Withdraws `sink`'s pending receive on `channel`; false when it had none. */
+  protected abstract storeCancel(channel: string, sink: MessageSink): boolean;
   protected abstract storeGroupAdd(group: string, channel: string): Promise<void>;
   protected abstract storeGroupDiscard(group: string, channel: string): Promise<void>;
   /** Sends to each member with its own capacity (`this.capacityOf`), skipping full ones. */

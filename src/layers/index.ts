@@ -1,6 +1,6 @@
 /** The channel layer: the public surface of `callsig/layers`. */
 export type {
-  ChannelLayer, Message, MessageValue, ReceiveOptions, LayerOptions, RedisLayerOptions, CapacityPattern,
+  ChannelLayer, Message, MessageSink, MessageValue, ReceiveOptions, LayerOptions, RedisLayerOptions, CapacityPattern,
   RosterEntry, RosterJoinResult, RosterJoinOptions, RosterChangeOptions,
 } from './types.js';
 export { ChannelFull, MessageTooLarge, InvalidChannelLayerError, LayerClosed, UndecryptableMessage } from './errors.js';

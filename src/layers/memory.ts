@@ -3,55 +3,19 @@
  * tier); it cannot span processes. Messages still go through the shared codec, so what works
  * here works on Redis.
  */
-import { AbortSets } from './abort-sets.js';
 import { BaseChannelLayer } from './base.js';
 import { copyMessage } from './codec.js';
 import { ChannelFull, LayerClosed } from './errors.js';
 import { requireValidChannelName } from './names.js';
-import type { LayerOptions, Message, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
+import type { LayerOptions, Message, MessageSink, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
 
 /** What a queue keeps: the codec's bytes, or a checked copy of the message (`copyMessage`). */
 type Stored = Uint8Array | Message;
 
 interface Queue {
   items: Array<{ stored: Stored; expiresAt: number }>;
-  waiters: Waiter[];
-}
-
-/**
- * A pending receive. An idle connection keeps one per channel it reads, so it is one small
- * object with methods (not a set of closures).
- */
-class Waiter {
-  /** The pending receives of its AbortSignal, if it has one (`AbortSets`). */
-  aborts: Set<Waiter> | undefined;
-
-  constructor(
-    /** The layer's `forgetIfIdle` (one function per layer, shared by its waiters). */
-    private readonly forget: (channel: string, q: Queue) => void,
-    private readonly channel: string,
-    private readonly queue: Queue,
-    private readonly settle: (stored: Stored) => void,
-    private readonly fail: (err: unknown) => void,
-  ) {}
-
-  resolve(stored: Stored): void {
-    this.aborts?.delete(this);
-    this.settle(stored);
-  }
-
-  reject(err: unknown): void {
-    this.aborts?.delete(this);
-    this.fail(err);
-  }
-
-  /** Gives up waiting, taking nothing: the receive's signal fired. */
-  onAbort(reason: unknown): void {
-    const i = this.queue.waiters.indexOf(this);
-    if (i !== -1) this.queue.waiters.splice(i, 1);
-    this.forget(this.channel, this.queue);
-    this.fail(reason);
-  }
+  /** Pending receives, oldest first (an idle connection's consumer keeps one per channel it reads). */
+  waiters: MessageSink[];
 }
 
 interface Roster {
@@ -66,8 +30,6 @@ const MAX_SWEEP_INTERVAL = 10_000;
 export class InMemoryChannelLayer extends BaseChannelLayer {
   readonly kind = 'memory' as const;
   private readonly queues = new Map<string, Queue>();
-  /** Per AbortSignal given to `receive`: its pending receives. */
-  private readonly aborts = new AbortSets<Waiter>();
   private readonly groups = new Map<string, Map<string, number>>();
   private readonly rosters = new Map<string, Roster>();
   private sweeper: NodeJS.Timeout | undefined;
@@ -104,7 +66,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     const queue = this.queues.get(channel);
     const waiter = queue?.waiters.shift();
     if (waiter) {
-      waiter.resolve(stored);
+      this.deliverTo(waiter, stored);
       // The queue stays for the receiver's next receive (usually at once); the sweep drops it if not.
       this.scheduleSweep();
       return true;
@@ -118,19 +80,27 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     return true;
   }
 
-  protected storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Stored> {
+  protected storeReceive(channel: string, sink: MessageSink): void {
     const q = this.queues.get(channel) ?? this.newQueue(channel);
     this.dropExpired(q, Date.now());
     const item = q.items.shift();
-    if (item) {
-      this.forgetIfIdle(channel, q);
-      return Promise.resolve(item.stored);
+    if (!item) {
+      // Usually the only one: an exact-size array, where a push would make room for 17.
+      if (q.waiters.length === 0) q.waiters = [sink];
+      else q.waiters.push(sink);
+      return;
     }
-    return new Promise<Stored>((resolve, reject) => {
-      const waiter = new Waiter(this.forgetIfIdle, channel, q, resolve, reject);
-      q.waiters.push(waiter);
-      if (signal) (waiter.aborts = this.aborts.of(signal)).add(waiter);
-    });
+    this.forgetIfIdle(channel, q);
+    this.deliverTo(sink, item.stored);
+  }
+
+  protected storeCancel(channel: string, sink: MessageSink): boolean {
+    const q = this.queues.get(channel);
+    const i = q ? q.waiters.indexOf(sink) : -1;
+    if (i === -1) return false;
+    q!.waiters.splice(i, 1);
+    this.forgetIfIdle(channel, q!);
+    return true;
   }
 
   protected async storeGroupAdd(group: string, channel: string): Promise<void> {
@@ -217,7 +187,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     clearTimeout(this.sweeper);
     this.sweeper = undefined;
     const err = new LayerClosed();
-    for (const q of this.queues.values()) for (const w of q.waiters.splice(0)) w.reject(err);
+    for (const q of this.queues.values()) for (const w of q.waiters.splice(0)) w.fail(err);
     this.queues.clear();
     this.groups.clear();
     this.rosters.clear();
@@ -235,10 +205,10 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     if (n > 0) q.items.splice(0, n);
   }
 
-  /** Drops a channel's queue once it holds nothing and nobody waits on it (an arrow: waiters share it). */
-  private readonly forgetIfIdle = (channel: string, q: Queue): void => {
+  /** Drops a channel's queue once it holds nothing and nobody waits on it. */
+  private forgetIfIdle(channel: string, q: Queue): void {
     if (q.items.length === 0 && q.waiters.length === 0 && this.queues.get(channel) === q) this.queues.delete(channel);
-  };
+  }
 
   private liveRoster(name: string): Roster | undefined {
     const roster = this.rosters.get(name);

@@ -30,7 +30,6 @@
  *    sequence order, duplicates dropped by id) and have the transport re-read the cluster.
  */
 import { randomBytes } from 'node:crypto';
-import { AbortSets } from './abort-sets.js';
 import { BaseChannelLayer, randomName } from './base.js';
 import { ChannelFull, InvalidChannelLayerError, LayerClosed } from './errors.js';
 import { layerIdOf, nonLocalName } from './names.js';
@@ -39,7 +38,7 @@ import { MessageCipher } from './redis-crypto.js';
 import { RedisKeys, hostOf } from './redis-keys.js';
 import type { ScriptName } from './redis-scripts.js';
 import { RedisTransport, parseRedisUrl, type RedisEndpoint } from './redis-transport.js';
-import type { RedisLayerOptions, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
+import type { MessageSink, RedisLayerOptions, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
 
 /** Where the layer connects when no `hosts` are given. */
 const DEFAULT_HOST = 'redis://127.0.0.1:6379';
@@ -68,14 +67,6 @@ interface Item {
   entry: Buffer;
 }
 
-interface Waiter {
-  resolve(bytes: Uint8Array): void;
-  reject(err: unknown): void;
-  /** The pending receives of its AbortSignal (`AbortSets`). */
-  aborts: Set<Waiter> | undefined;
-  onAbort: (reason: unknown) => void;
-}
-
 interface Fence {
   token: string;
   /** The fence frame arrived (or can no longer arrive: the subscription dropped). */
@@ -93,7 +84,8 @@ interface Inbox {
   readonly capacity: number;
   /** Undelivered messages, in sequence order. */
   items: Item[];
-  waiters: Waiter[];
+  /** Pending receives, oldest first. */
+  waiters: MessageSink[];
   /** Normal channels: Redis names us the holder (as far as we know). */
   owned: boolean;
   /** We parked the channel: waiting for `parkTarget` arrivals before releasing. */
@@ -220,7 +212,6 @@ export class RedisChannelLayer extends BaseChannelLayer {
   private readonly fences = new Map<string, Inbox>();
   private readonly recent = new RecentIds(RECENT_IDS);
   /** Per AbortSignal given to `receive`: its pending receives. */
-  private readonly aborts = new AbortSets<Waiter>();
   /** Our process-specific channels known to have nothing stored in Redis (their first receive need not drain). */
   private readonly clean = new Set<string>();
   /** Roster members joined or changed through this instance: `roster\nmember` -> what to put back after a restart. */
@@ -394,7 +385,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       clearTimeout(inbox.timer);
       inbox.timer = undefined;
       inbox.due = undefined;
-      for (const w of inbox.waiters.splice(0)) this.settleWaiter(w, () => w.reject(closed));
+      for (const w of inbox.waiters.splice(0)) w.fail(closed);
     }
     await this.settleInflight();
     for (const inbox of this.inboxes.values()) {
@@ -415,26 +406,22 @@ export class RedisChannelLayer extends BaseChannelLayer {
 
   // ---- receiving -----------------------------------------------------------------------------
 
-  protected storeReceive(channel: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
-    return new Promise<Uint8Array>((resolve, reject) => {
-      const inbox = this.inboxFor(channel);
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        aborts: undefined,
-        onAbort: (reason) => {
-          const i = inbox.waiters.indexOf(waiter);
-          if (i === -1) return;
-          inbox.waiters.splice(i, 1);
-          reject(reason);
-          if (inbox.waiters.length === 0) inbox.releaseNow = true;
-          this.pump(inbox);
-        },
-      };
-      if (signal) (waiter.aborts = this.aborts.of(signal)).add(waiter);
-      inbox.waiters.push(waiter);
-      this.pump(inbox);
-    });
+  protected storeReceive(channel: string, sink: MessageSink): void {
+    const inbox = this.inboxFor(channel);
+    // Usually the only one: an exact-size array, where a push would make room for 17.
+    if (inbox.waiters.length === 0) inbox.waiters = [sink];
+    else inbox.waiters.push(sink);
+    this.pump(inbox);
+  }
+
+  protected storeCancel(channel: string, sink: MessageSink): boolean {
+    const inbox = this.inboxes.get(channel);
+    const i = inbox ? inbox.waiters.indexOf(sink) : -1;
+    if (i === -1) return false;
+    inbox!.waiters.splice(i, 1);
+    if (inbox!.waiters.length === 0) inbox!.releaseNow = true;
+    this.pump(inbox!);
+    return true;
   }
 
   private inboxFor(channel: string): Inbox {
@@ -497,16 +484,14 @@ export class RedisChannelLayer extends BaseChannelLayer {
       const item = inbox.items.shift()!;
       if (item.expiresAt <= now) continue;
       const waiter = inbox.waiters.shift()!;
-      this.settleWaiter(waiter, () => {
-        let bytes: Buffer;
-        try {
-          bytes = this.open(item.entry);
-        } catch (err) {
-          waiter.reject(err);
-          return;
-        }
-        waiter.resolve(bytes);
-      });
+      let bytes: Buffer;
+      try {
+        bytes = this.open(item.entry);
+      } catch (err) {
+        waiter.fail(err);
+        continue;
+      }
+      this.deliverTo(waiter, bytes);
     }
   }
 
@@ -855,10 +840,6 @@ export class RedisChannelLayer extends BaseChannelLayer {
     clearTimeout(timer);
   }
 
-  private settleWaiter(waiter: Waiter, settle: () => void): void {
-    waiter.aborts?.delete(waiter);
-    settle();
-  }
 
   /**
    * Runs `fn` in `ms` unless something is due already. Every delivered message makes a held

@@ -29,6 +29,17 @@ export interface ReceiveOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Where `receiveInto` hands the message it took. Exactly one of the two is called per receive,
+ * unless the receive is cancelled first; neither may throw.
+ */
+export interface MessageSink {
+  /** The next message of the channel (taken off it: at-most-once, as with `receive`). */
+  deliver(message: Message): void;
+  /** The receive failed (the layer closed, a message could not be decoded); nothing was taken. */
+  fail(err: unknown): void;
+}
+
 /** One member of a roster, oldest first. */
 export interface RosterEntry {
   /** The member's name (for the signaling app, a peer id). */
@@ -77,6 +88,18 @@ export interface ChannelLayer {
   send(channel: string, message: Message): Promise<void>;
   /** Waits for the next message on a channel. */
   receive(channel: string, opts?: ReceiveOptions): Promise<Message>;
+  /**
+   * `receive` without a promise or an AbortSignal, for a receiver that keeps one pending on each of
+   * its channels for as long as it lives (a consumer): the next message of `channel` goes to
+   * `sink`, perhaps before this returns (one was waiting). One pending receive per sink at a time.
+   * Throws like `receive` rejects for a bad name or a closed layer.
+   */
+  receiveInto(channel: string, sink: MessageSink): void;
+  /**
+   * Withdraws `sink`'s pending receive on `channel`, taking nothing: true when it was pending (the
+   * sink will not be called for it), false when it was not (it was called already, or never made).
+   */
+  cancelReceive(channel: string, sink: MessageSink): boolean;
   /** Adds a channel to a group (idempotent; refreshes the membership's age). */
   groupAdd(group: string, channel: string): Promise<void>;
   /** Removes a channel from a group; does nothing when it is not a member. */

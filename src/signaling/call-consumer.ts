@@ -7,7 +7,7 @@
  * (`call.<callId>.<peerId>`) that outlives connections: signals to a peer whose socket dropped
  * wait there, in order, until it resumes on any worker or the grace period ends.
  */
-import { JsonWebsocketConsumer, type Scope } from '../consumers/index.js';
+import { JsonWebsocketConsumer, RESOLVED, type Scope } from '../consumers/index.js';
 import type { ChannelLayer, Message, RosterEntry } from '../layers/index.js';
 import type { Config } from '../config.js';
 import { iceServersFor } from './ice.js';
@@ -134,7 +134,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private strikes = 0;
     private answeredTooLarge = false;
     private stopListening: (() => Promise<void>) | undefined;
-    /** The text frame being handled (`relay` passes it on as it came). */
+    /** The text frame being handled, while `receive` runs (`relay` passes it on as it came). */
     private frameText: string | undefined;
     private counted = false;
 
@@ -204,23 +204,25 @@ export class CallConsumer extends JsonWebsocketConsumer {
       await this.tellPeers({ type: this.resumed ? 'peer.reconnected' : 'peer.joined', peerId: seat.peerId });
     }
 
-    override async receive(frame: { text?: string; bytes?: Uint8Array }): Promise<void> {
+    override receive(frame: { text?: string; bytes?: Uint8Array }): Promise<void> {
+      // Not an async function: every client message passes here (see JsonWebsocketConsumer.receive).
       const size = frame.text !== undefined ? (frame.text.length * 3 > this.config.maxMessageBytes ? Buffer.byteLength(frame.text) : frame.text.length) : (frame.bytes?.length ?? 0);
       if (size > this.config.maxMessageBytes) {
         this.answeredTooLarge = true;
         return this.refuse('too-large', `A message may be at most ${this.config.maxMessageBytes} bytes; this one was ${size}.`);
       }
-      if (!this.seat || this.gone) return;
+      if (!this.seat || this.gone) return RESOLVED;
       if (!this.bucket.take()) {
         this.strikes += 1;
         if (this.strikes >= RATE_STRIKES) return this.refuse('rate-limited', `Too many messages: the limit is ${this.config.rateLimit} a second.`);
-        if (this.strikes <= 3) await this.error('rate-limited', `Message dropped: the limit is ${this.config.rateLimit} messages a second.`);
-        return;
+        if (this.strikes <= 3) return this.error('rate-limited', `Message dropped: the limit is ${this.config.rateLimit} messages a second.`);
+        return RESOLVED;
       }
       this.strikes = 0;
+      // Read by `relay` before its first await: a handler's body runs at once up to there.
       this.frameText = frame.text;
       try {
-        await super.receive(frame);
+        return super.receive(frame);
       } finally {
         this.frameText = undefined;
       }
@@ -248,11 +250,12 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private async relay(signal: Record<string, unknown> & { to?: string }): Promise<void> {
       const seat = this.seat!;
       const to = signal.to;
+      const frameText = this.frameText; // before any await: `receive` clears it once this returns its promise
       if (to !== undefined && !this.peers.has(to)) {
         await this.refreshPeers();
         if (!this.peers.has(to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
       }
-      const text = withFrom(signal, this.frameText, seat.peerId);
+      const text = withFrom(signal, frameText, seat.peerId);
       const targets = to !== undefined ? [to] : [...this.peers];
       for (const peerId of targets) {
         const started = performance.now();

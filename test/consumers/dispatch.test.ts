@@ -4,7 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InMemoryChannelLayer, type Message } from '../../src/layers/index.js';
-import { DispatchError, handlerName, handlerTable, JsonWebsocketConsumer, WebsocketConsumer } from '../../src/consumers/index.js';
+import { DispatchError, handlerName, handlerTable, JsonWebsocketConsumer, RESOLVED, WebsocketConsumer } from '../../src/consumers/index.js';
 import { WebsocketCommunicator } from '../helpers/communicator.js';
 
 let layer: InMemoryChannelLayer;
@@ -104,6 +104,69 @@ describe('dispatch', () => {
     await expect(c.consumer!.dispatch({} as Message)).rejects.toMatchObject({ name: 'DispatchError', code: 'no-type' });
     await expect(c.consumer!.dispatch({ type: 'a..b' })).rejects.toMatchObject({ code: 'malformed-type' });
     await c.disconnect();
+  });
+});
+
+describe('handlers that finish at once (RESOLVED, or no promise)', () => {
+  /** Mixes handlers that return RESOLVED, return nothing, throw, and await: order must hold across them. */
+  class Mixed extends WebsocketConsumer {
+    static override handles = ['quick', 'plain', 'slow', 'broken'];
+    readonly seen: string[] = [];
+    quick(m: Message): Promise<void> {
+      this.seen.push(`quick ${m.n}`);
+      return this.send({ text: `quick ${m.n}` }); // RESOLVED: the frame went out at once
+    }
+    plain(m: Message): void {
+      this.seen.push(`plain ${m.n}`);
+    }
+    async slow(m: Message): Promise<void> {
+      await new Promise((r) => setTimeout(r, 20));
+      this.seen.push(`slow ${m.n}`);
+      await this.send({ text: `slow ${m.n}` });
+    }
+    broken(): void {
+      throw new Error('sync handler failed');
+    }
+    override async receive(frame: { text?: string }): Promise<void> {
+      this.seen.push(`frame ${frame.text}`);
+    }
+  }
+
+  it('dispatch answers RESOLVED itself for them, and a rejection for one that throws', async () => {
+    const c = new WebsocketCommunicator(Mixed, { layer });
+    expect(await c.connect()).toEqual({ accepted: true });
+    expect(c.consumer!.dispatch({ type: 'quick', n: 0 })).toBe(RESOLVED);
+    expect(c.consumer!.dispatch({ type: 'plain', n: 0 })).toBe(RESOLVED);
+    await expect(c.consumer!.dispatch({ type: 'broken' })).rejects.toThrow('sync handler failed');
+    await c.disconnect();
+  });
+
+  it('messages and frames are still handled one at a time in arrival order, across quick and slow handlers', async () => {
+    const c = new WebsocketCommunicator(Mixed, { layer });
+    expect(await c.connect()).toEqual({ accepted: true });
+    const ch = c.consumer!.channelName;
+    await layer.send(ch, { type: 'slow', n: 1 });
+    await layer.send(ch, { type: 'quick', n: 2 });
+    await layer.send(ch, { type: 'plain', n: 3 });
+    await layer.send(ch, { type: 'slow', n: 4 });
+    await layer.send(ch, { type: 'quick', n: 5 });
+    expect(await c.receiveOutput()).toEqual({ text: 'slow 1' });
+    expect(await c.receiveOutput()).toEqual({ text: 'quick 2' });
+    await c.sendText('a');
+    expect(await c.receiveOutput()).toEqual({ text: 'slow 4' });
+    expect(await c.receiveOutput()).toEqual({ text: 'quick 5' });
+    // The frame came while `slow 4` ran, before `quick 5` was taken off the layer (a channel's next
+    // message is taken only once the previous one was handled).
+    expect(c.consumer!.seen).toEqual(['slow 1', 'quick 2', 'plain 3', 'slow 4', 'frame a', 'quick 5']);
+    await c.disconnect();
+  });
+
+  it('a sync handler that throws ends that consumer with 1011, as an async one does', async () => {
+    const c = new WebsocketCommunicator(Mixed, { layer });
+    expect(await c.connect()).toEqual({ accepted: true });
+    await layer.send(c.consumer!.channelName, { type: 'broken' });
+    expect(await c.receiveOutput()).toEqual({ close: 1011, reason: 'Internal error' });
+    await c.done;
   });
 });
 

@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import {
   ChannelFull, InvalidChannelLayerError, LayerClosed, MessageTooLarge,
-  type BaseChannelLayer, type LayerOptions, type Message, type MessageValue,
+  type BaseChannelLayer, type LayerOptions, type Message, type MessageSink, type MessageValue,
 } from '../../src/layers/index.js';
 
 /** What a backend supplies. */
@@ -485,6 +485,95 @@ export function describeChannelLayer(name: string, target: ConformanceTarget): v
         while (got.length < 20) got.push((await receiveWithin(l, ch)).i as number);
         expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i));
         await expectNothing(l, ch);
+      });
+    });
+
+    describe('receiveInto (a sink instead of a promise)', () => {
+      /** A sink that records what it is handed. */
+      const recorder = (): MessageSink & { got: Message[]; errors: unknown[] } => {
+        const got: Message[] = [];
+        const errors: unknown[] = [];
+        return { got, errors, deliver: (m) => got.push(m), fail: (e) => errors.push(e) };
+      };
+      const until = async (check: () => boolean, ms = 5000): Promise<void> => {
+        const end = Date.now() + ms;
+        while (!check()) {
+          if (Date.now() > end) throw new Error('timed out');
+          await sleep(5);
+        }
+      };
+
+      for (const kind of ['normal', 'process-specific'] as const) {
+        it(`each receive hands one message, in order; re-armed after each, every message arrives once (${kind} channel)`, async () => {
+          const l = make({ capacity: 100 });
+          const ch = kind === 'normal' ? `into.${uid()}` : await l.newChannel();
+          await l.send(ch, { type: 'm', i: 0 });
+          const got: number[] = [];
+          const sink: MessageSink = {
+            deliver: (m) => {
+              got.push(m.i as number);
+              if (got.length < 5) l.receiveInto(ch, sink);
+            },
+            fail: (e) => {
+              throw e;
+            },
+          };
+          l.receiveInto(ch, sink);
+          for (let i = 1; i < 5; i++) await l.send(ch, { type: 'm', i });
+          await until(() => got.length === 5);
+          await l.send(ch, { type: 'm', i: 5 }); // no receive pending: it waits on the channel
+          await sleep(30);
+          expect(got).toEqual([0, 1, 2, 3, 4]);
+          expect(await receiveWithin(l, ch)).toEqual({ type: 'm', i: 5 });
+        });
+
+        it(`cancelReceive withdraws a pending receive, taking nothing; false once it was handed its message (${kind} channel)`, async () => {
+          const l = make({ capacity: 100 });
+          const ch = kind === 'normal' ? `intoc.${uid()}` : await l.newChannel();
+          const sink = recorder();
+          l.receiveInto(ch, sink);
+          await sleep(20);
+          expect(l.cancelReceive(ch, sink)).toBe(true);
+          expect(l.cancelReceive(ch, sink)).toBe(false);
+          await l.send(ch, { type: 'after' });
+          expect(await receiveWithin(l, ch)).toEqual({ type: 'after' });
+          expect(sink.got).toEqual([]);
+
+          await l.send(ch, { type: 'taken' });
+          l.receiveInto(ch, sink);
+          await until(() => sink.got.length === 1);
+          expect(l.cancelReceive(ch, sink)).toBe(false);
+          expect(sink.got).toEqual([{ type: 'taken' }]);
+          expect(sink.errors).toEqual([]);
+        });
+      }
+
+      it('a cancel racing its message loses nothing: what the sink did not get stays on the channel', async () => {
+        const l = make({ capacity: 100 });
+        const ch = `intor.${uid()}`;
+        const sink = recorder();
+        for (let i = 0; i < 20; i++) {
+          l.receiveInto(ch, sink);
+          const sent = l.send(ch, { type: 'm', i });
+          await sleep(i % 3);
+          l.cancelReceive(ch, sink);
+          await sent;
+        }
+        const got = sink.got.map((m) => m.i as number);
+        while (got.length < 20) got.push((await receiveWithin(l, ch)).i as number);
+        expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i));
+        await expectNothing(l, ch);
+      });
+
+      it('bad names and a closed layer throw at once; closing fails a pending receive with LayerClosed', async () => {
+        const l = make();
+        expect(() => l.receiveInto('bad name!', recorder())).toThrow(TypeError);
+        const sink = recorder();
+        l.receiveInto(`intoz.${uid()}`, sink);
+        await l.close();
+        expect(sink.errors).toHaveLength(1);
+        expect(sink.errors[0]).toBeInstanceOf(LayerClosed);
+        expect(() => l.receiveInto(`intoz.${uid()}`, recorder())).toThrow(LayerClosed);
       });
     });
 
