@@ -169,6 +169,9 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
   wss.options.maxPayload = opts.maxPayload;
   (wss.options as { closeTimeout?: number }).closeTimeout = opts.closeTimeout; // ws 8.18+; not yet in @types/ws
   wss.options.handleProtocols = (_offered: Set<string>, req: IncomingMessage) => upgrading.get(req)?.subprotocol ?? false;
+  // After node-ws's own listener, before its onOpen: the socket is tagged with its transport,
+  // so the events and listeners shared by all sockets can find it.
+  wss.on('connection', (ws, req: IncomingMessage) => upgrading.get(req)?.claim(ws));
 
   const websockets = new Map<WebsocketRunner, NodeWsTransport>();
   const https = new Map<HttpRunner, StreamingResponse>();
@@ -183,7 +186,7 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
   };
 
   const upgrade = upgradeWebSocket(
-    (c) => upgrading.get((c.env as NodeBindings).incoming!)!.wsEvents(),
+    () => NodeWsTransport.wsEvents,
     { onError: (err) => log.error({ err }, 'A WebSocket event handler failed') },
   );
 
@@ -212,11 +215,7 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     const refusal = await runPrecheck(Class, scope, layer, log);
     if (refusal) return asRefusal(refusalResponse(refusal));
 
-    const transport = new NodeWsTransport(
-      incoming.socket,
-      (t) => openSockets.add(t),
-      (t) => openSockets.delete(t),
-    );
+    const transport = new NodeWsTransport(incoming.socket, openSockets);
     let runner: WebsocketRunner;
     try {
       runner = new WebsocketRunner(Class, { ...runnerOptions, scope, transport });
