@@ -14,7 +14,7 @@ import { createNodeWebSocket } from '@hono/node-ws';
 import type { WebSocketServer } from 'ws';
 import {
   CloseCode, consoleLogger, handlerTable, HttpRunner, runPrecheck, WebsocketRunner,
-  type ConsumerClassLike, type HttpConsumer, type Logger, type PrecheckClass, type PrecheckRefusal, type WebsocketConsumer,
+  type ConsumerClassLike, type HttpConsumer, type Logger, type PrecheckClass, type PrecheckRefusal, type WebsocketConsumer, type WebsocketRunnerOptions,
 } from '../consumers/index.js';
 import { resolveServerOptions, type ConsumerServerOptions, type ResolvedServerOptions } from './options.js';
 import { scopeFromContext } from './scope.js';
@@ -184,6 +184,12 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     maxBufferedBytes: opts.maxBufferedBytes,
     ...(opts.hooks ? { hooks: opts.hooks } : {}),
   };
+  // One function for every WebSocket runner: a `done.then(...)` per connection would build a
+  // promise, its resolver and a reaction that an idle peer keeps until it leaves.
+  const websocketRunnerOptions: Omit<WebsocketRunnerOptions, 'scope' | 'transport'> = {
+    ...runnerOptions,
+    onDone: (runner) => websockets.delete(runner as WebsocketRunner),
+  };
 
   const upgrade = upgradeWebSocket(
     () => NodeWsTransport.wsEvents,
@@ -218,15 +224,14 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     const transport = new NodeWsTransport(incoming.socket, openSockets);
     let runner: WebsocketRunner;
     try {
-      runner = new WebsocketRunner(Class, { ...runnerOptions, scope, transport });
+      runner = new WebsocketRunner(Class, { ...websocketRunnerOptions, scope, transport });
     } catch (err) {
       log.error({ err, consumer: Class.name }, 'Creating the consumer failed');
       transport.detach();
       return asRefusal(errorResponse(500, 'internal-error', 'The server failed to handle this connection.'));
     }
+    websockets.set(runner, transport); // first: attach ends the runner if the client has left
     transport.attach(runner);
-    websockets.set(runner, transport);
-    void runner.done.then(() => websockets.delete(runner));
     runner.start();
 
     if ((await transport.decision) === 'gone') return new Response(null, { status: 499 });
@@ -278,7 +283,6 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     }
     const started = runner;
     https.set(started, response);
-    void started.done.then(() => https.delete(started));
     const signal = c.req.raw.signal;
     const onAbort = (): void => {
       started.gone();
@@ -286,7 +290,10 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     };
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
-    void started.done.then(() => signal.removeEventListener('abort', onAbort));
+    void started.done.then(() => {
+      https.delete(started);
+      signal.removeEventListener('abort', onAbort);
+    });
     started.start();
     return response.response;
   }
