@@ -51,6 +51,12 @@ interface NodeBindings {
   outgoing?: unknown;
 }
 
+/** The part of a Context node-ws's upgrade reads; emptied as it stops reading each part. */
+interface SlimContext {
+  env: NodeBindings | undefined;
+  req: { url: string; header?(name: string): string | undefined } | undefined;
+}
+
 /** A key node-ws needs; anything else is a broken request that never reaches a consumer. */
 const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
@@ -236,27 +242,29 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
 
     if ((await transport.decision) === 'gone') return new Response(null, { status: 499 });
     upgrading.set(incoming, transport);
-    return upgradeSlim(c, incoming, next);
+    return upgradeSlim(c, incoming, transport, next);
   }
 
   /**
    * Runs node-ws's upgrade with a context of only what it reads. Its socket handlers close over
    * the context they were given for as long as the socket lives, and Hono's holds the Request,
    * its headers, the IncomingMessage and the Response: about 10 KiB a connection, kept for
-   * nothing. node-ws reads a header, the URL, and `env`: `incoming` once, as it starts waiting
-   * for the socket, and a symbol it marks the connection with, which its upgrade listener then
-   * looks for on the request's own env, so the mark is copied back there. (The headers are kept
-   * anyway: they are the consumer's `scope.headers`.)
+   * nothing. node-ws reads, before its upgrade returns, the `upgrade` header and `env`:
+   * `incoming`, and a symbol it marks the connection with, which its upgrade listener then looks
+   * for on the request's own env, so the mark is copied back there. It reads the URL once more,
+   * as the socket opens. Each part is dropped once read: an open socket keeps an empty context.
    */
-  async function upgradeSlim(c: Context, incoming: IncomingMessage, next: Next): Promise<Response | void> {
+  async function upgradeSlim(c: Context, incoming: IncomingMessage, transport: NodeWsTransport, next: Next): Promise<Response | void> {
     const env: NodeBindings = { incoming };
-    const url = c.req.url;
     const headers = c.req.raw.headers;
-    const header = (name: string): string | undefined => headers.get(name) ?? undefined;
-    const response = await upgrade({ env, req: { url, header } } as unknown as Context, next);
-    delete env.incoming;
+    const req = { url: c.req.url, header: (name: string): string | undefined => headers.get(name) ?? undefined };
+    const slim: SlimContext = { env, req };
+    const response = await upgrade(slim as unknown as Context, next);
     const bindings = c.env as Record<symbol, unknown>;
     for (const key of Object.getOwnPropertySymbols(env)) bindings[key] = (env as Record<symbol, unknown>)[key];
+    slim.env = undefined;
+    slim.req = { url: req.url };
+    void transport.opened.then(() => (slim.req = undefined));
     return response;
   }
 

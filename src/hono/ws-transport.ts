@@ -93,6 +93,11 @@ export class NodeWsTransport implements WebsocketTransport {
     return this.handshake?.decision ?? (this.ws ? UPGRADED : GONE);
   }
 
+  /** Resolves once the socket opened (node-ws has built its context), or the client left. */
+  get opened(): Promise<void> {
+    return this.handshake?.opened ?? SETTLED;
+  }
+
   /** The subprotocol the consumer accepted with (read by `handleProtocols` during the handshake). */
   get subprotocol(): string | undefined {
     return this.handshake?.subprotocol;
