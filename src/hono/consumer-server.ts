@@ -14,7 +14,7 @@ import { createNodeWebSocket } from '@hono/node-ws';
 import type { WebSocketServer } from 'ws';
 import {
   CloseCode, consoleLogger, handlerTable, HttpRunner, runPrecheck, WebsocketRunner,
-  type ConsumerClassLike, type HttpConsumer, type Logger, type PrecheckClass, type PrecheckRefusal, type WebsocketConsumer,
+  type ConsumerClassLike, type HttpConsumer, type Logger, type PrecheckClass, type PrecheckRefusal, type WebsocketConsumer, type WebsocketRunnerOptions,
 } from '../consumers/index.js';
 import { resolveServerOptions, type ConsumerServerOptions, type ResolvedServerOptions } from './options.js';
 import { scopeFromContext } from './scope.js';
@@ -49,6 +49,12 @@ export interface ConsumerServer {
 interface NodeBindings {
   incoming?: IncomingMessage;
   outgoing?: unknown;
+}
+
+/** The part of a Context node-ws's upgrade reads; emptied as it stops reading each part. */
+interface SlimContext {
+  env: NodeBindings | undefined;
+  req: { url: string; header?(name: string): string | undefined } | undefined;
 }
 
 /** A key node-ws needs; anything else is a broken request that never reaches a consumer. */
@@ -169,6 +175,9 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
   wss.options.maxPayload = opts.maxPayload;
   (wss.options as { closeTimeout?: number }).closeTimeout = opts.closeTimeout; // ws 8.18+; not yet in @types/ws
   wss.options.handleProtocols = (_offered: Set<string>, req: IncomingMessage) => upgrading.get(req)?.subprotocol ?? false;
+  // After node-ws's own listener, before its onOpen: the socket is tagged with its transport,
+  // so the events and listeners shared by all sockets can find it.
+  wss.on('connection', (ws, req: IncomingMessage) => upgrading.get(req)?.claim(ws));
 
   const websockets = new Map<WebsocketRunner, NodeWsTransport>();
   const https = new Map<HttpRunner, StreamingResponse>();
@@ -181,9 +190,15 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     maxBufferedBytes: opts.maxBufferedBytes,
     ...(opts.hooks ? { hooks: opts.hooks } : {}),
   };
+  // One function for every WebSocket runner: a `done.then(...)` per connection would build a
+  // promise, its resolver and a reaction that an idle peer keeps until it leaves.
+  const websocketRunnerOptions: Omit<WebsocketRunnerOptions, 'scope' | 'transport'> = {
+    ...runnerOptions,
+    onDone: (runner) => websockets.delete(runner as WebsocketRunner),
+  };
 
   const upgrade = upgradeWebSocket(
-    (c) => upgrading.get((c.env as NodeBindings).incoming!)!.wsEvents(),
+    () => NodeWsTransport.wsEvents,
     { onError: (err) => log.error({ err }, 'A WebSocket event handler failed') },
   );
 
@@ -212,47 +227,44 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     const refusal = await runPrecheck(Class, scope, layer, log);
     if (refusal) return asRefusal(refusalResponse(refusal));
 
-    const transport = new NodeWsTransport(
-      incoming.socket,
-      (t) => openSockets.add(t),
-      (t) => openSockets.delete(t),
-    );
+    const transport = new NodeWsTransport(incoming.socket, openSockets);
     let runner: WebsocketRunner;
     try {
-      runner = new WebsocketRunner(Class, { ...runnerOptions, scope, transport });
+      runner = new WebsocketRunner(Class, { ...websocketRunnerOptions, scope, transport });
     } catch (err) {
       log.error({ err, consumer: Class.name }, 'Creating the consumer failed');
       transport.detach();
       return asRefusal(errorResponse(500, 'internal-error', 'The server failed to handle this connection.'));
     }
+    websockets.set(runner, transport); // first: attach ends the runner if the client has left
     transport.attach(runner);
-    websockets.set(runner, transport);
-    void runner.done.then(() => websockets.delete(runner));
     runner.start();
 
     if ((await transport.decision) === 'gone') return new Response(null, { status: 499 });
     upgrading.set(incoming, transport);
-    return upgradeSlim(c, incoming, next);
+    return upgradeSlim(c, incoming, transport, next);
   }
 
   /**
    * Runs node-ws's upgrade with a context of only what it reads. Its socket handlers close over
    * the context they were given for as long as the socket lives, and Hono's holds the Request,
    * its headers, the IncomingMessage and the Response: about 10 KiB a connection, kept for
-   * nothing. node-ws reads a header, the URL, and `env`: `incoming` once, as it starts waiting
-   * for the socket, and a symbol it marks the connection with, which its upgrade listener then
-   * looks for on the request's own env, so the mark is copied back there. (The headers are kept
-   * anyway: they are the consumer's `scope.headers`.)
+   * nothing. node-ws reads, before its upgrade returns, the `upgrade` header and `env`:
+   * `incoming`, and a symbol it marks the connection with, which its upgrade listener then looks
+   * for on the request's own env, so the mark is copied back there. It reads the URL once more,
+   * as the socket opens. Each part is dropped once read: an open socket keeps an empty context.
    */
-  async function upgradeSlim(c: Context, incoming: IncomingMessage, next: Next): Promise<Response | void> {
+  async function upgradeSlim(c: Context, incoming: IncomingMessage, transport: NodeWsTransport, next: Next): Promise<Response | void> {
     const env: NodeBindings = { incoming };
-    const url = c.req.url;
     const headers = c.req.raw.headers;
-    const header = (name: string): string | undefined => headers.get(name) ?? undefined;
-    const response = await upgrade({ env, req: { url, header } } as unknown as Context, next);
-    delete env.incoming;
+    const req = { url: c.req.url, header: (name: string): string | undefined => headers.get(name) ?? undefined };
+    const slim: SlimContext = { env, req };
+    const response = await upgrade(slim as unknown as Context, next);
     const bindings = c.env as Record<symbol, unknown>;
     for (const key of Object.getOwnPropertySymbols(env)) bindings[key] = (env as Record<symbol, unknown>)[key];
+    slim.env = undefined;
+    slim.req = { url: req.url };
+    void transport.opened.then(() => (slim.req = undefined));
     return response;
   }
 
@@ -279,7 +291,6 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     }
     const started = runner;
     https.set(started, response);
-    void started.done.then(() => https.delete(started));
     const signal = c.req.raw.signal;
     const onAbort = (): void => {
       started.gone();
@@ -287,7 +298,10 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     };
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
-    void started.done.then(() => signal.removeEventListener('abort', onAbort));
+    void started.done.then(() => {
+      https.delete(started);
+      signal.removeEventListener('abort', onAbort);
+    });
     started.start();
     return response.response;
   }

@@ -21,13 +21,30 @@ function clientOf(c: Context, trustProxy: boolean): Scope['client'] {
   return { address: 'unknown' };
 }
 
+/**
+ * A copy of `s` with storage of its own. V8 makes a substring a slice that keeps the whole
+ * string it was cut from (the request URL, Hono's path): a scope lives as long as its
+ * connection, and should keep only its own few bytes. (A JSON round trip copies any string
+ * exactly, lone surrogates included.)
+ */
+function own(s: string): string {
+  return JSON.parse(JSON.stringify(s)) as string;
+}
+
+/** Route parameters, each value its own string. */
+function paramsOf(c: Context): Record<string, string> {
+  const params: Record<string, string> = {};
+  for (const [name, value] of Object.entries(c.req.param() as Record<string, string>)) params[name] = own(value);
+  return params;
+}
+
 /** The Scope of the request `c` is handling. */
 export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: boolean): Scope {
   const url = new URL(c.req.url);
   return {
     type,
-    path: url.pathname,
-    params: { ...(c.req.param() as Record<string, string>) },
+    path: own(url.pathname),
+    params: paramsOf(c),
     query: new URLSearchParams(url.search), // its own: `url.searchParams` would keep the whole URL alive with the scope
     headers: c.req.raw.headers,
     client: clientOf(c, trustProxy),

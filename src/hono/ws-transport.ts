@@ -29,12 +29,42 @@ const CLOSE_CODE_OF_WS_ERROR: Readonly<Record<string, number>> = {
   WS_ERR_INVALID_CONTROL_PAYLOAD_LENGTH: 1002,
 };
 
-/** A WebSocket on @hono/node-ws, as consumers see it. */
-export class NodeWsTransport implements WebsocketTransport {
+/**
+ * The state of a handshake in progress, dropped once the socket opened or the client left: an
+ * idle connection then keeps none of its resolvers, promises or listeners.
+ */
+class Handshake {
   /** Resolves once the consumer decided (accepted or closed), or the client left first. */
   readonly decision: Promise<UpgradeDecision>;
-  /** The subprotocol the consumer accepted with (read by `handleProtocols` during the handshake). */
+  /** Resolves once the socket opened, or the client left. */
+  readonly opened: Promise<void>;
+  decide!: (decision: UpgradeDecision) => void;
+  open!: () => void;
+  /** The subprotocol the consumer accepted with. */
   subprotocol: string | undefined;
+  /** A close the consumer asked for before the socket opened. */
+  pendingClose: { code: number; reason: string } | undefined;
+
+  constructor(readonly onSocketClose: () => void) {
+    this.decision = new Promise((resolve) => (this.decide = resolve));
+    this.opened = new Promise((resolve) => (this.open = resolve));
+  }
+}
+
+/** After the handshake, what `decision` and `accept` would have resolved to. */
+const UPGRADED = Promise.resolve<UpgradeDecision>('upgrade');
+const GONE = Promise.resolve<UpgradeDecision>('gone');
+const SETTLED = Promise.resolve();
+
+/**
+ * The transport of each open socket, found from the socket: node-ws's events and ws's listeners
+ * are then one function each for all sockets, not closures made per socket.
+ */
+const TRANSPORT = Symbol('NodeWsTransport');
+type TaggedWebSocket = WebSocket & { [TRANSPORT]?: NodeWsTransport };
+
+/** A WebSocket on @hono/node-ws, as consumers see it. */
+export class NodeWsTransport implements WebsocketTransport {
   /** When the last ping went out (ms); also the time the socket opened. */
   pingSentAt = 0;
   /** True from a ping until its pong. */
@@ -42,22 +72,35 @@ export class NodeWsTransport implements WebsocketTransport {
 
   private ws: WebSocket | undefined;
   private events: WebsocketTransportEvents | undefined;
-  private pendingClose: { code: number; reason: string } | undefined;
+  private handshake: Handshake | undefined;
   private errorCloseCode: number | undefined;
   private reported = false;
-  private decide!: (decision: UpgradeDecision) => void;
-  private opened!: () => void;
-  private readonly openedPromise: Promise<void>;
-  private readonly onSocketClose = (): void => this.clientLeft();
+  /** True while the socket is corked until the end of the current tick. */
+  private corked = false;
 
   /**
    * `socket` is the upgrade request's TCP socket (the request itself is not kept: a live
-   * connection holds nothing of its handshake).
+   * connection holds nothing of its handshake). `openSockets` is the server's set of open
+   * sockets, which the heartbeat pings: shared by all transports, not a callback each.
    */
-  constructor(private readonly socket: Socket, private readonly onOpen: (t: NodeWsTransport) => void, private readonly onEnd: (t: NodeWsTransport) => void) {
-    this.decision = new Promise((resolve) => (this.decide = resolve));
-    this.openedPromise = new Promise((resolve) => (this.opened = resolve));
-    socket.once('close', this.onSocketClose);
+  constructor(private readonly socket: Socket, private readonly openSockets: Set<NodeWsTransport>) {
+    this.handshake = new Handshake(() => this.clientLeft());
+    socket.once('close', this.handshake.onSocketClose);
+  }
+
+  /** Resolves once the consumer decided (accepted or closed), or the client left first. */
+  get decision(): Promise<UpgradeDecision> {
+    return this.handshake?.decision ?? (this.ws ? UPGRADED : GONE);
+  }
+
+  /** Resolves once the socket opened (node-ws has built its context), or the client left. */
+  get opened(): Promise<void> {
+    return this.handshake?.opened ?? SETTLED;
+  }
+
+  /** The subprotocol the consumer accepted with (read by `handleProtocols` during the handshake). */
+  get subprotocol(): string | undefined {
+    return this.handshake?.subprotocol;
   }
 
   /** Connects the runner that receives this socket's frames and close. */
@@ -69,19 +112,23 @@ export class NodeWsTransport implements WebsocketTransport {
 
   /** Stops watching the request's socket (no consumer will use this transport). */
   detach(): void {
-    this.socket.off('close', this.onSocketClose);
+    if (this.handshake) this.socket.off('close', this.handshake.onSocketClose);
+  }
+
+  /** Marks `ws` as this transport's socket (ws has just made it; node-ws opens it next). */
+  claim(ws: WebSocket): void {
+    (ws as TaggedWebSocket)[TRANSPORT] = this;
   }
 
   // The consumers' contract.
 
   accept(subprotocol: string | undefined): Promise<void> {
-    this.subprotocol = subprotocol;
-    this.decide('upgrade');
-    return this.openedPromise;
+    const handshake = this.handshake;
+    if (!handshake) return SETTLED;
+    handshake.subprotocol = subprotocol;
+    handshake.decide('upgrade');
+    return handshake.opened;
   }
-
-  /** True while the socket is corked until the end of the current tick. */
-  private corked = false;
 
   send(data: string | Uint8Array): void {
     const ws = this.ws;
@@ -106,8 +153,10 @@ export class NodeWsTransport implements WebsocketTransport {
       this.ws.close(code, reason);
       return;
     }
-    this.pendingClose = { code, reason };
-    this.decide('upgrade');
+    const handshake = this.handshake;
+    if (!handshake) return; // the client left: the consumer has been told
+    handshake.pendingClose = { code, reason };
+    handshake.decide('upgrade');
   }
 
   get bufferedAmount(): number {
@@ -124,17 +173,21 @@ export class NodeWsTransport implements WebsocketTransport {
 
   // The binding's side.
 
-  /** node-ws's events for this socket. */
-  wsEvents(): WSEvents<WebSocket> {
-    return {
-      onOpen: (_event, ctx) => this.open(ctx.raw!),
-      onMessage: (event) => {
-        const data = event.data;
-        this.events?.frame(typeof data === 'string' ? { text: data } : { bytes: new Uint8Array(data as ArrayBuffer) });
-      },
-      onClose: (event) => this.report(this.errorCloseCode ?? event.code, event.reason),
-    };
-  }
+  /** node-ws's events, the same object for every socket (each finds its transport from `ctx.raw`). */
+  static readonly wsEvents: WSEvents<WebSocket> = {
+    onOpen: (_event, ctx) => {
+      const ws = ctx.raw as TaggedWebSocket;
+      ws[TRANSPORT]?.open(ws);
+    },
+    onMessage: (event, ctx) => {
+      const data = event.data;
+      (ctx.raw as TaggedWebSocket)[TRANSPORT]?.events?.frame(typeof data === 'string' ? { text: data } : { bytes: new Uint8Array(data as ArrayBuffer) });
+    },
+    onClose: (event, ctx) => {
+      const transport = (ctx.raw as TaggedWebSocket)[TRANSPORT];
+      transport?.report(transport.errorCloseCode ?? event.code, event.reason);
+    },
+  };
 
   /** Sends a ping; the heartbeat calls it. */
   ping(now: number): void {
@@ -153,31 +206,46 @@ export class NodeWsTransport implements WebsocketTransport {
     else this.socket.destroy();
   }
 
+  /** ws's 'pong' listener, called with the socket as `this`. */
+  private static onPong(this: TaggedWebSocket): void {
+    const transport = this[TRANSPORT];
+    if (transport) transport.awaitingPong = false;
+  }
+
+  /** ws's 'error' listener (the receiver's protocol errors come before 'close'). */
+  private static onError(this: TaggedWebSocket, err: Error & { code?: string }): void {
+    const transport = this[TRANSPORT];
+    if (transport) transport.errorCloseCode ??= (err.code && CLOSE_CODE_OF_WS_ERROR[err.code]) || undefined;
+  }
+
   private open(ws: WebSocket): void {
+    const handshake = this.handshake;
+    if (!handshake) return;
+    this.handshake = undefined;
     this.ws = ws;
-    this.socket.off('close', this.onSocketClose);
+    this.socket.off('close', handshake.onSocketClose);
     this.pingSentAt = Date.now();
-    ws.on('pong', () => (this.awaitingPong = false));
-    ws.on('error', (err: Error & { code?: string }) => {
-      this.errorCloseCode ??= (err.code && CLOSE_CODE_OF_WS_ERROR[err.code]) || undefined;
-    });
-    this.onOpen(this);
-    if (this.pendingClose) ws.close(this.pendingClose.code, this.pendingClose.reason);
-    this.opened();
+    ws.on('pong', NodeWsTransport.onPong);
+    ws.on('error', NodeWsTransport.onError);
+    this.openSockets.add(this);
+    if (handshake.pendingClose) ws.close(handshake.pendingClose.code, handshake.pendingClose.reason);
+    handshake.open();
   }
 
   /** The TCP connection closed before the WebSocket opened: the consumer ends with 1006. */
   private clientLeft(): void {
-    if (this.ws) return;
-    this.decide('gone');
-    this.opened();
+    const handshake = this.handshake;
+    if (this.ws || !handshake) return;
+    this.handshake = undefined;
+    handshake.decide('gone');
+    handshake.open();
     this.report(1006, '');
   }
 
   private report(code: number, reason: string): void {
     if (this.reported) return;
     this.reported = true;
-    this.onEnd(this);
+    this.openSockets.delete(this);
     this.events?.closed(code, reason);
   }
 }

@@ -1,0 +1,157 @@
+/**
+ * What an open socket keeps of its handshake: nothing node-ws or the transport no longer reads.
+ * node-ws is wrapped (not replaced) to see the context it is handed, which its socket handlers
+ * close over for as long as the socket lives.
+ */
+import { EventEmitter } from 'node:events';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import type { Socket } from 'node:net';
+import type { WebSocket } from 'ws';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { InMemoryChannelLayer } from '../../src/layers/index.js';
+import { JsonWebsocketConsumer } from '../../src/consumers/index.js';
+import { NodeWsTransport } from '../../src/hono/ws-transport.js';
+import { openClient, startServer, until, type TestServer } from './support.js';
+
+/** The contexts node-ws's upgrade was given, in order. */
+const upgradeContexts: Array<Record<string, unknown>> = [];
+
+vi.mock('@hono/node-ws', async (importOriginal) => {
+  const real = await importOriginal<typeof import('@hono/node-ws')>();
+  return {
+    createNodeWebSocket: ((init) => {
+      const made = real.createNodeWebSocket(init);
+      const upgradeWebSocket = ((...args: unknown[]) => {
+        const middleware = (made.upgradeWebSocket as (...a: unknown[]) => unknown)(...args);
+        return (c: Record<string, unknown>, next: () => Promise<void>) => {
+          upgradeContexts.push(c);
+          return (middleware as unknown as (c: unknown, next: unknown) => unknown)(c, next);
+        };
+      }) as unknown as typeof made.upgradeWebSocket;
+      return { ...made, upgradeWebSocket };
+    }) as typeof real.createNodeWebSocket,
+  };
+});
+
+/** V8's collector, which vitest's workers do not expose by default. */
+function collector(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
+}
+
+class Echo extends JsonWebsocketConsumer {
+  override async receiveJson(content: unknown): Promise<void> {
+    await this.sendJson(content);
+  }
+}
+
+describe('an open socket', () => {
+  let layer: InMemoryChannelLayer;
+  let server: TestServer | undefined;
+  beforeEach(() => {
+    layer = new InMemoryChannelLayer();
+    upgradeContexts.length = 0;
+  });
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+    await layer.close();
+  });
+
+  it('leaves node-ws an empty context (no env, no request) and still echoes', async () => {
+    server = await startServer(layer, (consumers) => consumers.websocket('/ws/room/:room', Echo));
+    const c = await openClient(`${server.wsUrl}/ws/room/r1`);
+    c.send({ hello: 'world' });
+    expect(await c.nextJson()).toEqual({ hello: 'world' });
+    expect(upgradeContexts).toHaveLength(1);
+    await until(() => upgradeContexts[0]!.req === undefined, 'the request dropped from the context');
+    expect(upgradeContexts[0]).toEqual({ env: undefined, req: undefined });
+    c.send({ still: 'open' });
+    expect(await c.nextJson()).toEqual({ still: 'open' });
+  });
+});
+
+/** A request socket: an emitter that can be destroyed. */
+function fakeSocket(): Socket & EventEmitter {
+  return Object.assign(new EventEmitter(), { destroyed: false, writable: true, cork() {}, uncork() {}, destroy() {} }) as unknown as Socket & EventEmitter;
+}
+
+/** A ws socket as far as the transport uses it. */
+function fakeWs(): WebSocket & EventEmitter & { closedWith?: [number, string] } {
+  const ws = Object.assign(new EventEmitter(), {
+    bufferedAmount: 0,
+    closedWith: undefined as [number, string] | undefined,
+    ping() {},
+    close(code: number, reason: string) {
+      ws.closedWith = [code, reason];
+    },
+  });
+  return ws as unknown as WebSocket & EventEmitter & { closedWith?: [number, string] };
+}
+
+function open(transport: NodeWsTransport, ws: WebSocket): void {
+  transport.claim(ws);
+  NodeWsTransport.wsEvents.onOpen!(new Event('open'), { raw: ws } as never);
+}
+
+describe('NodeWsTransport', () => {
+  it('drops its handshake once open: decision and accept stay settled, the request socket is no longer watched', async () => {
+    const gc = collector();
+    const socket = fakeSocket();
+    const openSockets = new Set<NodeWsTransport>();
+    const closed: Array<[number, string | undefined]> = [];
+    const transport = new NodeWsTransport(socket, openSockets);
+    transport.attach({ frame: () => {}, closed: (code, reason) => closed.push([code, reason]) });
+    let handshake: WeakRef<Promise<unknown>> | undefined = new WeakRef(transport.decision);
+    const accepted = transport.accept('v1');
+    expect(await transport.decision).toBe('upgrade');
+    expect(transport.subprotocol).toBe('v1');
+
+    const ws = fakeWs();
+    open(transport, ws);
+    await accepted;
+    expect(socket.listenerCount('close')).toBe(0);
+    expect(openSockets.has(transport)).toBe(true);
+    expect(await transport.decision).toBe('upgrade');
+    await transport.accept(undefined); // settled at once
+    for (let i = 0; i < 20 && handshake.deref() !== undefined; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+    }
+    expect(handshake.deref()).toBeUndefined();
+    handshake = undefined;
+
+    transport.ping(Date.now());
+    expect(transport.awaitingPong).toBe(true);
+    ws.emit('pong');
+    expect(transport.awaitingPong).toBe(false);
+    ws.emit('error', Object.assign(new Error('bad utf-8'), { code: 'WS_ERR_INVALID_UTF8' }));
+    NodeWsTransport.wsEvents.onClose!({ code: 1006, reason: '' } as never, { raw: ws } as never);
+    expect(closed).toEqual([[1007, '']]);
+    expect(openSockets.size).toBe(0);
+  });
+
+  it('closes with the code a consumer gave before the socket opened', async () => {
+    const transport = new NodeWsTransport(fakeSocket(), new Set());
+    transport.attach({ frame: () => {}, closed: () => {} });
+    transport.close(4403, 'no');
+    expect(await transport.decision).toBe('upgrade');
+    const ws = fakeWs();
+    open(transport, ws);
+    expect(ws.closedWith).toEqual([4403, 'no']);
+  });
+
+  it('ends with 1006 when the client leaves before the socket opened, and answers accept at once', async () => {
+    const socket = fakeSocket();
+    const closed: number[] = [];
+    const transport = new NodeWsTransport(socket, new Set());
+    transport.attach({ frame: () => {}, closed: (code) => closed.push(code) });
+    socket.emit('close');
+    expect(await transport.decision).toBe('gone');
+    await transport.accept(undefined);
+    transport.close(1000, '');
+    expect(closed).toEqual([1006]);
+    expect(await transport.decision).toBe('gone');
+  });
+});
