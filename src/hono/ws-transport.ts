@@ -115,9 +115,16 @@ export class NodeWsTransport implements WebsocketTransport {
     if (this.handshake) this.socket.off('close', this.handshake.onSocketClose);
   }
 
-  /** Marks `ws` as this transport's socket (ws has just made it; node-ws opens it next). */
+  /**
+   * Marks `ws` as this transport's socket (ws has just made it; node-ws opens it next) and reads
+   * its frames and close from ws itself, from the first frame on. node-ws would wrap each frame in
+   * a DOM MessageEvent (and the close in a CloseEvent) before handing it over: it builds them
+   * only for the handlers it is given, and `wsEvents` gives it none but `onOpen`.
+   */
   claim(ws: WebSocket): void {
     (ws as TaggedWebSocket)[TRANSPORT] = this;
+    ws.on('message', NodeWsTransport.onMessage);
+    ws.on('close', NodeWsTransport.onClose);
   }
 
   // The consumers' contract.
@@ -173,21 +180,30 @@ export class NodeWsTransport implements WebsocketTransport {
 
   // The binding's side.
 
-  /** node-ws's events, the same object for every socket (each finds its transport from `ctx.raw`). */
+  /**
+   * node-ws's events, the same object for every socket (each finds its transport from `ctx.raw`):
+   * only `onOpen`, as frames and the close come from ws directly (`claim`).
+   */
   static readonly wsEvents: WSEvents<WebSocket> = {
     onOpen: (_event, ctx) => {
       const ws = ctx.raw as TaggedWebSocket;
       ws[TRANSPORT]?.open(ws);
     },
-    onMessage: (event, ctx) => {
-      const data = event.data;
-      (ctx.raw as TaggedWebSocket)[TRANSPORT]?.events?.frame(typeof data === 'string' ? { text: data } : { bytes: new Uint8Array(data as ArrayBuffer) });
-    },
-    onClose: (event, ctx) => {
-      const transport = (ctx.raw as TaggedWebSocket)[TRANSPORT];
-      transport?.report(transport.errorCloseCode ?? event.code, event.reason);
-    },
   };
+
+  /** ws's 'message' listener, called with the socket as `this` (ws has checked text is UTF-8). */
+  private static onMessage(this: TaggedWebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+    const events = this[TRANSPORT]?.events;
+    if (!events) return;
+    if (!isBinary) events.frame({ text: (data as Buffer).toString('utf8') });
+    else events.frame({ bytes: Array.isArray(data) ? new Uint8Array(Buffer.concat(data)) : new Uint8Array(data) });
+  }
+
+  /** ws's 'close' listener: the close code the peer sent, or the one a protocol error got. */
+  private static onClose(this: TaggedWebSocket, code: number, reason: Buffer): void {
+    const transport = this[TRANSPORT];
+    transport?.report(transport.errorCloseCode ?? code, reason.toString());
+  }
 
   /** Sends a ping; the heartbeat calls it. */
   ping(now: number): void {
@@ -222,6 +238,10 @@ export class NodeWsTransport implements WebsocketTransport {
     const handshake = this.handshake;
     if (!handshake) return;
     this.handshake = undefined;
+    if (this.reported) {
+      handshake.open(); // closed before node-ws opened it: nothing to keep
+      return;
+    }
     this.ws = ws;
     this.socket.off('close', handshake.onSocketClose);
     this.pingSentAt = Date.now();

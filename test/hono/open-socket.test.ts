@@ -101,8 +101,9 @@ describe('NodeWsTransport', () => {
     const socket = fakeSocket();
     const openSockets = new Set<NodeWsTransport>();
     const closed: Array<[number, string | undefined]> = [];
+    const frames: unknown[] = [];
     const transport = new NodeWsTransport(socket, openSockets);
-    transport.attach({ frame: () => {}, closed: (code, reason) => closed.push([code, reason]) });
+    transport.attach({ frame: (f) => frames.push(f), closed: (code, reason) => closed.push([code, reason]) });
     let handshake: WeakRef<Promise<unknown>> | undefined = new WeakRef(transport.decision);
     const accepted = transport.accept('v1');
     expect(await transport.decision).toBe('upgrade');
@@ -126,9 +127,32 @@ describe('NodeWsTransport', () => {
     expect(transport.awaitingPong).toBe(true);
     ws.emit('pong');
     expect(transport.awaitingPong).toBe(false);
+    // Frames come from ws itself (node-ws is given no onMessage, so it builds no MessageEvent).
+    expect(NodeWsTransport.wsEvents.onMessage).toBeUndefined();
+    expect(NodeWsTransport.wsEvents.onClose).toBeUndefined();
+    ws.emit('message', Buffer.from('{"type":"ping","é":1}'), false);
+    const bytes = Buffer.from([1, 2, 3]);
+    ws.emit('message', bytes, true);
+    bytes[0] = 9; // the frame has its own copy
+    expect(frames).toEqual([{ text: '{"type":"ping","é":1}' }, { bytes: new Uint8Array([1, 2, 3]) }]);
     ws.emit('error', Object.assign(new Error('bad utf-8'), { code: 'WS_ERR_INVALID_UTF8' }));
-    NodeWsTransport.wsEvents.onClose!({ code: 1006, reason: '' } as never, { raw: ws } as never);
+    ws.emit('close', 1006, Buffer.from(''));
     expect(closed).toEqual([[1007, '']]);
+    expect(openSockets.size).toBe(0);
+  });
+
+  it('a socket that closes between ws making it and node-ws opening it is reported once and never counted open', async () => {
+    const openSockets = new Set<NodeWsTransport>();
+    const closed: number[] = [];
+    const transport = new NodeWsTransport(fakeSocket(), openSockets);
+    transport.attach({ frame: () => {}, closed: (code) => closed.push(code) });
+    const accepted = transport.accept(undefined);
+    const ws = fakeWs();
+    transport.claim(ws);
+    ws.emit('close', 1001, Buffer.from('going'));
+    NodeWsTransport.wsEvents.onOpen!(new Event('open'), { raw: ws } as never);
+    await accepted;
+    expect(closed).toEqual([1001]);
     expect(openSockets.size).toBe(0);
   });
 
