@@ -8,7 +8,7 @@ const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 15_000;
 
 /** Loopback ports on which the tree of `pid` listens, from /proc/net/tcp{,6}. */
-function listeningPorts(pid) {
+function listeningPorts(pid, except = new Set()) {
   const inodes = new Set();
   for (const p of tree(pid)) {
     try {
@@ -24,7 +24,9 @@ function listeningPorts(pid) {
     try { text = readFileSync(file, 'utf8'); } catch { continue; }
     for (const line of text.split('\n').slice(1)) {
       const f = line.trim().split(/\s+/);
-      if (f[3] === '0A' && inodes.has(f[9])) ports.add(parseInt(f[1].split(':')[1], 16));
+      if (f[3] !== '0A' || !inodes.has(f[9])) continue;
+      const port = parseInt(f[1].split(':')[1], 16);
+      if (!except.has(port)) ports.add(port);
     }
   }
   return [...ports];
@@ -35,22 +37,35 @@ function safeReadlink(p) {
 }
 
 /**
- * Spawns `argv` with `env`, resolves {pid, port, stop(), output()} once it logs a JSON line
- * with "listening" and "port" (or, failing that, once /proc shows it listening on one port).
+ * Spawns `argv` with `env`, resolves {pid, port, stop(), output(), collectGarbage()} once it logs
+ * a JSON line with "listening" and "port" (or, failing that, once /proc shows it listening on one
+ * port). With `inspect`, node (and each cluster worker, which inherits the flag) runs with its
+ * inspector on a loopback port of its own, so `collectGarbage()` can run a full collection in
+ * every process of the tree: memory is then read with the heap in the same state on every server.
  */
-export function startServer({ argv, env, cwd, label, fileLimit }) {
+export function startServer({ argv, env, cwd, label, fileLimit, inspect = false }) {
+  if (inspect) argv = [argv[0], '--inspect=127.0.0.1:0', ...argv.slice(1)];
   const [cmd, ...args] = fileLimit
     ? ['/bin/sh', '-c', `ulimit -n ${fileLimit} && exec "$0" "$@"`, ...argv]
     : argv;
   const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = [];
+  /** Inspector addresses the tree printed ("Debugger listening on ws://..."), and their ports. */
+  const inspectors = [];
+  const inspectorPorts = new Set();
+  const watchInspector = (l) => {
+    const m = /Debugger listening on (ws:\/\/[^\s]+)/.exec(l);
+    if (!m) return;
+    inspectors.push(m[1]);
+    inspectorPorts.add(Number(new URL(m[1]).port));
+  };
   let onLine = () => {};
   for (const stream of [child.stdout, child.stderr]) {
     let rest = '';
     stream.on('data', (d) => {
       const parts = (rest + d).split('\n');
       rest = parts.pop();
-      for (const l of parts) { lines.push(l); if (lines.length > 200) lines.shift(); onLine(l); }
+      for (const l of parts) { lines.push(l); if (lines.length > 200) lines.shift(); watchInspector(l); onLine(l); }
     });
   }
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
@@ -80,7 +95,7 @@ export function startServer({ argv, env, cwd, label, fileLimit }) {
     const t0 = Date.now();
     const poll = setInterval(() => {
       if (Date.now() - t0 < 300) return; // LOG_LEVEL=warn hides an info-level "listening" line
-      const ports = listeningPorts(child.pid);
+      const ports = listeningPorts(child.pid, inspectorPorts);
       if (ports.length === 1) found(ports[0]);
     }, 250);
     const timer = setTimeout(() => fail(`no "listening" line with a port within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
@@ -88,7 +103,25 @@ export function startServer({ argv, env, cwd, label, fileLimit }) {
   });
 
   return ready.then(
-    (port) => ({ pid: child.pid, port, stop, kill, output: () => lines.slice(), exited }),
+    (port) => ({ pid: child.pid, port, stop, kill, output: () => lines.slice(), exited, collectGarbage: () => collectGarbage(inspectors) }),
     async (err) => { await stop('SIGKILL'); throw err; },
   );
+}
+
+/** Runs a full garbage collection in each inspected process (HeapProfiler.collectGarbage), in parallel. */
+async function collectGarbage(urls) {
+  if (urls.length === 0) throw new Error('collectGarbage: the server was not started with inspect');
+  const { default: WebSocket } = await import('ws');
+  await Promise.all(urls.map((url) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const timer = setTimeout(() => { ws.terminate(); reject(new Error(`collectGarbage: no answer from ${url}`)); }, 30_000);
+    ws.once('error', (err) => { clearTimeout(timer); reject(err); });
+    ws.once('open', () => ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' })));
+    ws.on('message', (data) => {
+      if (JSON.parse(String(data)).id !== 1) return;
+      clearTimeout(timer);
+      ws.close();
+      resolve();
+    });
+  })));
 }

@@ -198,7 +198,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     if (!this.receiving) return async () => {};
     const source = new Source(this as unknown as Runner<Consumer>, channel);
     // Exact-size arrays: a push would give an idle connection's one or two entries 17 slots.
-    this.sources = this.sources ? [...this.sources, source] : [source];
+    this.sources = this.sources ? this.sources.concat(source) : [source];
     this.arm(source);
     return () => this.stopSource(source);
   }
@@ -253,7 +253,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     consumer.channelName = await consumer['resolveChannelName']();
     for (const group of consumer.groups()) {
       await this.layer.groupAdd(group, consumer.channelName);
-      this.joinedGroups = this.joinedGroups ? [...this.joinedGroups, group] : [group];
+      this.joinedGroups = this.joinedGroups ? this.joinedGroups.concat(group) : [group];
     }
     this.listen(consumer.channelName);
     await this.begin();
