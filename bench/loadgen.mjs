@@ -8,7 +8,7 @@ import { Call, pool, nowMicros, withTimeout } from './lib/clients.mjs';
 import { Samples } from './lib/stats.mjs';
 
 const MAX_PEERS = 12_000;
-const LIFETIME_MS = 20 * 60_000;
+const LIFETIME_MS = 26 * 60_000;
 const OPEN_CONCURRENCY = 50;
 const DRAIN_MS = 3_000;
 
