@@ -1,8 +1,9 @@
 /**
- * The pending receives of each AbortSignal, with one 'abort' listener per signal. A consumer
- * receives in a loop with one signal, and adding and removing a listener for every receive cost
- * more than the rest of a delivery. A backend keeps one of these; it holds signals weakly, so a
- * signal nobody uses any more takes its set with it.
+ * The pending receives of each AbortSignal, with one 'abort' listener per signal. A caller may
+ * `receive` in a loop with one signal, and adding and removing a listener for every receive cost
+ * more than the rest of a delivery. The base layer keeps one of these for `receive`'s promise
+ * sinks (`receiveInto` takes no signal); it holds signals weakly, so a signal nobody uses any more
+ * takes its set with it.
  */
 export class AbortSets<W extends { onAbort(reason: unknown): void }> {
   private readonly sets = new WeakMap<AbortSignal, Set<W>>();
