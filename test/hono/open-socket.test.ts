@@ -16,6 +16,8 @@ import { openClient, startServer, until, type TestServer } from './support.js';
 
 /** The contexts node-ws's upgrade was given, in order. */
 const upgradeContexts: Array<Record<string, unknown>> = [];
+/** The same contexts, weakly: to see whether anything still holds them. */
+const contextRefs: Array<WeakRef<object>> = [];
 
 vi.mock('@hono/node-ws', async (importOriginal) => {
   const real = await importOriginal<typeof import('@hono/node-ws')>();
@@ -26,6 +28,7 @@ vi.mock('@hono/node-ws', async (importOriginal) => {
         const middleware = (made.upgradeWebSocket as (...a: unknown[]) => unknown)(...args);
         return (c: Record<string, unknown>, next: () => Promise<void>) => {
           upgradeContexts.push(c);
+          contextRefs.push(new WeakRef(c));
           return (middleware as unknown as (c: unknown, next: unknown) => unknown)(c, next);
         };
       }) as unknown as typeof made.upgradeWebSocket;
@@ -46,12 +49,22 @@ class Echo extends JsonWebsocketConsumer {
   }
 }
 
+/** Echo that records the close codes its consumers saw. */
+class ClosingEcho extends Echo {
+  static closes: number[] = [];
+  override async disconnect(code: number): Promise<void> {
+    ClosingEcho.closes.push(code);
+  }
+}
+
 describe('an open socket', () => {
   let layer: InMemoryChannelLayer;
   let server: TestServer | undefined;
   beforeEach(() => {
     layer = new InMemoryChannelLayer();
     upgradeContexts.length = 0;
+    contextRefs.length = 0;
+    ClosingEcho.closes = [];
   });
   afterEach(async () => {
     await server?.close();
@@ -69,6 +82,28 @@ describe('an open socket', () => {
     expect(upgradeContexts[0]).toEqual({ env: undefined, req: undefined });
     c.send({ still: 'open' });
     expect(await c.nextJson()).toEqual({ still: 'open' });
+  });
+
+  it('keeps nothing of node-ws once open: its per-socket listeners are gone, so its context is collected', async () => {
+    const gc = collector();
+    server = await startServer(layer, (consumers) => consumers.websocket('/ws/room/:room', ClosingEcho));
+    const c = await openClient(`${server.wsUrl}/ws/room/r1`);
+    c.send({ hello: 'world' });
+    expect(await c.nextJson()).toEqual({ hello: 'world' });
+    expect(contextRefs).toHaveLength(1);
+    upgradeContexts.length = 0;
+    for (let i = 0; i < 20 && contextRefs[0]!.deref() !== undefined; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+    }
+    // node-ws's 'message', 'close' and 'error' listeners close over the context it was given.
+    expect(contextRefs[0]!.deref()).toBeUndefined();
+    // Frames and the close still arrive (through this project's own listeners).
+    c.send({ still: 'open' });
+    expect(await c.nextJson()).toEqual({ still: 'open' });
+    c.ws.close(4000, 'bye');
+    await until(() => ClosingEcho.closes.length === 1, 'the consumer to see the close');
+    expect(ClosingEcho.closes).toEqual([4000]);
   });
 });
 
