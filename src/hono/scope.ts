@@ -1,7 +1,7 @@
 /** Builds a consumer's Scope from a Hono context on @hono/node-server. */
 import type { Context } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
-import { parseSubprotocols, type Scope } from '../consumers/index.js';
+import { ScopeHeaders, parseSubprotocols, type Scope } from '../consumers/index.js';
 
 /**
  * The client: when the proxy is trusted, the last X-Forwarded-For hop (the one the proxy in
@@ -46,7 +46,7 @@ export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: bo
     path: own(url.pathname),
     params: paramsOf(c),
     query: new URLSearchParams(url.search), // its own: `url.searchParams` would keep the whole URL alive with the scope
-    headers: c.req.raw.headers,
+    headers: new ScopeHeaders(c.req.raw.headers),
     client: clientOf(c, trustProxy),
     user: undefined,
     state: {},

@@ -1,0 +1,84 @@
+/**
+ * The scope's headers: read as a Web Headers object reads them, held as a plain list (a scope
+ * lives as long as its connection), and a real upgrade fills them from the request.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { InMemoryChannelLayer } from '../../src/layers/index.js';
+import { JsonWebsocketConsumer, ScopeHeaders, createScope, type Scope } from '../../src/consumers/index.js';
+import { openClient, startServer, type TestServer } from '../hono/support.js';
+
+describe('ScopeHeaders', () => {
+  const init: Array<[string, string]> = [
+    ['X-Trace', 'a'],
+    ['Origin', 'https://example.org'],
+    ['x-trace', 'b'],
+    ['Accept', 'text/html'],
+  ];
+
+  it('answers get, has and iteration as a Headers object does', () => {
+    const ours = new ScopeHeaders(init);
+    const web = new Headers(init);
+    for (const name of ['origin', 'ORIGIN', 'x-trace', 'accept', 'missing']) {
+      expect(ours.get(name)).toBe(web.get(name));
+      expect(ours.has(name)).toBe(web.has(name));
+    }
+    expect(ours.get('x-trace')).toBe('a, b');
+    expect([...ours]).toEqual([...web]);
+    expect([...ours.entries()]).toEqual([...web.entries()]);
+    expect([...ours.keys()]).toEqual([...web.keys()]);
+    expect([...ours.values()]).toEqual([...web.values()]);
+    const seen: string[] = [];
+    ours.forEach((value, name, headers) => {
+      expect(headers).toBe(ours);
+      seen.push(`${name}=${value}`);
+    });
+    expect(seen).toEqual(['accept=text/html', 'origin=https://example.org', 'x-trace=a, b']);
+  });
+
+  it('is built from a record, a Headers object or nothing, and offers no way to change it', () => {
+    expect(new ScopeHeaders({ Host: 'h' }).get('host')).toBe('h');
+    expect(new ScopeHeaders(new Headers({ Host: 'h2' })).get('Host')).toBe('h2');
+    expect([...new ScopeHeaders()]).toEqual([]);
+    const headers = new ScopeHeaders({ a: '1' }) as unknown as Record<string, unknown>;
+    expect(headers.set).toBeUndefined();
+    expect(headers.append).toBeUndefined();
+    expect(headers.delete).toBeUndefined();
+  });
+
+  it('rejects what Headers rejects (a bad name), when the scope is built', () => {
+    expect(() => new ScopeHeaders({ 'bad name': 'x' })).toThrow(TypeError);
+    expect(() => createScope({ headers: { 'bad name': 'x' } })).toThrow(TypeError);
+  });
+});
+
+describe('a WebSocket scope', () => {
+  let server: TestServer | undefined;
+  let layer: InMemoryChannelLayer | undefined;
+  afterEach(async () => {
+    await server?.close();
+    await layer?.close();
+    server = undefined;
+    layer = undefined;
+  });
+
+  it('carries the upgrade request headers', async () => {
+    const scopes: Scope[] = [];
+    class Recorder extends JsonWebsocketConsumer {
+      override async connect(): Promise<void> {
+        scopes.push(this.scope);
+        await this.accept();
+      }
+    }
+    layer = new InMemoryChannelLayer();
+    server = await startServer(layer, (consumers) => consumers.websocket('/ws/:room', Recorder));
+    const c = await openClient(`${server.wsUrl}/ws/r1`, { headers: { 'X-Trace': 'abc', Origin: 'http://example.test' } });
+    expect(scopes).toHaveLength(1);
+    const headers = scopes[0]!.headers;
+    expect(headers).toBeInstanceOf(ScopeHeaders);
+    expect(headers.get('x-trace')).toBe('abc');
+    expect(headers.get('origin')).toBe('http://example.test');
+    expect(headers.get('upgrade')?.toLowerCase()).toBe('websocket');
+    expect(headers.get('host')).toBe(`127.0.0.1:${server.port}`);
+    c.ws.close();
+  });
+});
