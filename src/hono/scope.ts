@@ -38,6 +38,14 @@ function paramsOf(c: Context): Record<string, string> {
   return params;
 }
 
+/** No subprotocols: one frozen list for every scope that offers none (most). */
+const NO_SUBPROTOCOLS: readonly string[] = Object.freeze([]);
+
+function offered(header: string | undefined): readonly string[] {
+  const list = parseSubprotocols(header);
+  return list.length > 0 ? list : NO_SUBPROTOCOLS;
+}
+
 /** The Scope of the request `c` is handling. */
 export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: boolean): Scope {
   const url = new URL(c.req.url);
@@ -51,6 +59,6 @@ export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: bo
     user: undefined,
     state: {},
     method: c.req.method,
-    subprotocols: type === 'websocket' ? parseSubprotocols(c.req.header('sec-websocket-protocol')) : [],
+    subprotocols: offered(type === 'websocket' ? c.req.header('sec-websocket-protocol') : undefined),
   };
 }

@@ -36,6 +36,9 @@ export interface CallDeps {
 const RATE_STRIKES = 20;
 /** How long a resuming connection waits for the seat's previous holder to let go (ms). */
 const HANDOVER_TIMEOUT = 1500;
+/** The empty peer list and roster every connection starts with or lets go to (never changed: replaced). */
+const NO_PEERS: readonly string[] = Object.freeze([]);
+const NO_ENTRIES = Object.freeze([]) as unknown as RosterEntry[];
 
 type PrecheckResult = void | { status: number; body?: unknown; headers?: Record<string, string> };
 
@@ -129,7 +132,11 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private refusal: { code: ErrorCode; message: string } | undefined;
     /** Why this connection no longer holds its seat: it hung up, the call ended, or another connection took the seat. */
     private gone: 'left' | 'ended' | 'superseded' | undefined;
-    private readonly peers = new Set<string>();
+    /**
+     * The call's other peers. A few at most (`maxPeers`), kept for the connection's life: an array
+     * replaced on each change (exactly its size; iterating an old one stays safe), not a Set.
+     */
+    private peers: readonly string[] = NO_PEERS;
     private readonly bucket = new TokenBucket(this.config.rateLimit, this.config.rateBurst);
     private strikes = 0;
     private answeredTooLarge = false;
@@ -186,8 +193,8 @@ export class CallConsumer extends JsonWebsocketConsumer {
       if (!this.seat) return this.refuse(this.refusal!.code, this.refusal!.message);
       const seat = this.seat;
       const others = seat.entries.filter((e) => e.member !== seat.peerId);
-      seat.entries = []; // the roster as it was at joining: an idle connection need not keep it
-      for (const e of others) this.peers.add(e.member);
+      seat.entries = NO_ENTRIES; // the roster as it was at joining: an idle connection need not keep it
+      for (const e of others) this.addPeer(e.member);
       await this.sendJson({
         type: 'welcome',
         peerId: seat.peerId,
@@ -251,12 +258,12 @@ export class CallConsumer extends JsonWebsocketConsumer {
       const seat = this.seat!;
       const to = signal.to;
       const frameText = this.frameText; // before any await: `receive` clears it once this returns its promise
-      if (to !== undefined && !this.peers.has(to)) {
+      if (to !== undefined && !this.peers.includes(to)) {
         await this.refreshPeers();
-        if (!this.peers.has(to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
+        if (!this.peers.includes(to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
       }
       const text = withFrom(signal, frameText, seat.peerId);
-      const targets = to !== undefined ? [to] : [...this.peers];
+      const targets = to !== undefined ? [to] : this.peers;
       for (const peerId of targets) {
         const started = performance.now();
         try {
@@ -299,21 +306,21 @@ export class CallConsumer extends JsonWebsocketConsumer {
     async peerJoined(message: Message): Promise<void> {
       const peerId = message.peerId as string;
       if (peerId === this.seat?.peerId) return;
-      this.peers.add(peerId);
+      this.addPeer(peerId);
       await this.sendJson({ type: 'peer-joined', peerId });
     }
 
     async peerReconnected(message: Message): Promise<void> {
       const peerId = message.peerId as string;
       if (peerId === this.seat?.peerId) return;
-      this.peers.add(peerId);
+      this.addPeer(peerId);
       await this.sendJson({ type: 'peer-reconnected', peerId });
     }
 
     async peerLeft(message: Message): Promise<void> {
       const peerId = message.peerId as string;
       if (peerId === this.seat?.peerId) return;
-      this.peers.delete(peerId);
+      this.peers = this.peers.filter((p) => p !== peerId).slice(); // slice: exactly its size
       await this.sendJson({ type: 'peer-left', peerId, reason: message.reason as string });
     }
 
@@ -363,7 +370,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
     /** Sends a notice to every other peer's inbox (in order with their signals). */
     private async tellPeers(message: Message, entries?: RosterEntry[]): Promise<void> {
       const seat = this.seat!;
-      const targets = entries ? entries.map((e) => e.member) : [...this.peers];
+      const targets = entries ? entries.map((e) => e.member) : this.peers;
       for (const peerId of targets) {
         if (peerId === seat.peerId) continue;
         await this.channelLayer.send(names.inbox(seat.callId, peerId), message).catch((err: unknown) => {
@@ -372,10 +379,13 @@ export class CallConsumer extends JsonWebsocketConsumer {
       }
     }
 
+    private addPeer(peerId: string): void {
+      if (!this.peers.includes(peerId)) this.peers = this.peers.concat(peerId); // exactly its size (a spread makes room for 17)
+    }
+
     private async refreshPeers(): Promise<void> {
       const entries = await this.seats.list(this.callId);
-      this.peers.clear();
-      for (const e of entries) if (e.member !== this.seat?.peerId) this.peers.add(e.member);
+      this.peers = entries.map((e) => e.member).filter((p) => p !== this.seat?.peerId).slice();
     }
 
     /** Reads the seat's inbox, through the consumer's queue, for as long as this connection holds the seat. */
