@@ -39,7 +39,7 @@ let P = QUICK
       tputCalls: 100, tputWindow: 8, tputWarmupS: 0.5, tputDurationS: 2, tputRounds: 1,
       setupRate: 50, setupS: 2, candidates: 10, auditCalls: 10, idlePeers: 1000, settleS: 1, idleS: 5, redisIdleS: 5 }
   : { latencyCalls: [1, 100, 500], latencyRounds: 3, ratePerCall: 4, warmupS: 2, durationS: 10,
-      tputCalls: 100, tputWindow: 8, tputWarmupS: 1, tputDurationS: 6, tputRounds: 2,
+      tputCalls: 100, tputWindow: 8, tputWarmupS: 1, tputDurationS: 6, tputRounds: 3,
       setupRate: 50, setupS: 10, candidates: 10, auditCalls: 20, idlePeers: 5000, settleS: 3, idleS: 25, redisIdleS: 25 };
 
 const SERVERS = ALL_SERVERS
