@@ -251,18 +251,19 @@ export class NodeWsTransport implements WebsocketTransport {
     // node-ws adds its own 'message', 'close' and 'error' listeners right after onOpen returns.
     // With no handlers of its to call they do nothing, yet each closes over node-ws's state for
     // this socket (its context object, a URL, the Hono context, a buffer of early frames): about
-    // 1 KiB an idle connection keeps for nothing. Once they are on, keep only ours.
-    queueMicrotask(() => NodeWsTransport.keepOnlyOurListeners(ws));
+    // 1 KiB an idle connection keeps for nothing. Once they are on, remove them: exactly the ones
+    // added after this point (ws's server has its own 'close' listener, which must stay).
+    const before = [...ws.listeners('message'), ...ws.listeners('close'), ...ws.listeners('error')];
+    queueMicrotask(() => NodeWsTransport.removeListenersBut(ws, before));
     if (handshake.pendingClose) ws.close(handshake.pendingClose.code, handshake.pendingClose.reason);
     handshake.open();
   }
 
-  /** Removes every 'message', 'close' and 'error' listener of `ws` but this class's. */
-  private static keepOnlyOurListeners(ws: WebSocket): void {
-    const ours = [NodeWsTransport.onMessage, NodeWsTransport.onClose, NodeWsTransport.onError] as unknown[];
+  /** Removes every 'message', 'close' and 'error' listener of `ws` that is not in `kept`. */
+  private static removeListenersBut(ws: WebSocket, kept: readonly unknown[]): void {
     for (const event of ['message', 'close', 'error'] as const) {
       for (const listener of ws.listeners(event)) {
-        if (!ours.includes(listener)) ws.off(event, listener as (...args: unknown[]) => void);
+        if (!kept.includes(listener)) ws.off(event, listener as (...args: unknown[]) => void);
       }
     }
   }

@@ -176,6 +176,25 @@ describe('NodeWsTransport', () => {
     expect(openSockets.size).toBe(0);
   });
 
+  it("removes only the listeners node-ws adds after onOpen: ws's server keeps its own 'close' listener", async () => {
+    const transport = new NodeWsTransport(fakeSocket(), new Set());
+    transport.attach({ frame: () => {}, closed: () => {} });
+    const accepted = transport.accept(undefined);
+    const ws = fakeWs();
+    const serverTracking = (): void => {}; // ws's WebSocketServer drops the socket from `clients` on close
+    ws.on('close', serverTracking);
+    open(transport, ws);
+    const nodeWs = { message: () => {}, close: () => {}, error: () => {} }; // what node-ws adds as onOpen returns
+    for (const [event, listener] of Object.entries(nodeWs)) ws.on(event, listener);
+    await accepted;
+    await Promise.resolve();
+    expect(ws.listeners('close')).toContain(serverTracking);
+    for (const [event, listener] of Object.entries(nodeWs)) expect(ws.listeners(event)).not.toContain(listener);
+    expect(ws.listenerCount('message')).toBe(1);
+    expect(ws.listenerCount('close')).toBe(2);
+    expect(ws.listenerCount('error')).toBe(1);
+  });
+
   it('a socket that closes between ws making it and node-ws opening it is reported once and never counted open', async () => {
     const openSockets = new Set<NodeWsTransport>();
     const closed: number[] = [];
