@@ -1,11 +1,13 @@
 // Where the server allocates per relayed signal: an investigation tool beside `npm run bench`
-// (like heap.mjs). It runs the built server in this process on 127.0.0.1 (InMemory), joins two
+// (like heap.mjs). It runs the built server in this process on 127.0.0.1 (InMemory, or the Redis
+// layer with one worker when REDIS_URL is set: then a signal takes the whole Redis path), joins two
 // peers to one call, relays N ICE candidates from one to the other, and samples every allocation
 // meanwhile with V8's sampling heap profiler, counting objects that the collector has already
 // freed too. The load's own client side (ws in this process) is in the figure; it is the same
 // before and after a server change, so compare runs of this script, not against other tools.
 //
 //   npm run build && node bench/alloc.mjs [signals=30000]
+//   REDIS_URL=redis://127.0.0.1:6379/15 node bench/alloc.mjs   (the Redis layer; use a spare db)
 //
 // Prints the sampled bytes allocated per signal and the top allocating functions.
 import { Session } from 'node:inspector/promises';
@@ -19,7 +21,8 @@ const CANDIDATE = JSON.stringify({
   candidate: { candidate: 'candidate:842163049 1 udp 1677729535 192.168.1.10 54321 typ srflx raddr 0.0.0.0 rport 0 generation 0 ufrag abcd network-cost 999', sdpMid: '0', sdpMLineIndex: 0 },
 });
 
-const server = await startServer({ env: { RATE_LIMIT: '0', MAX_CONNECTIONS_PER_IP: '0' } });
+const REDIS_URL = process.env.REDIS_URL;
+const server = await startServer({ env: { RATE_LIMIT: '0', MAX_CONNECTIONS_PER_IP: '0', ...(REDIS_URL ? { REDIS_URL } : {}) } });
 const url = `ws://127.0.0.1:${server.port}/ws/call/alloc-${Date.now()}-probe`;
 const open = () => new Promise((resolve, reject) => {
   const ws = new WebSocket(url);
