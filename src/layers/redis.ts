@@ -895,11 +895,13 @@ export class RedisChannelLayer extends BaseChannelLayer {
 
   /** A message id + the payload (sealed when encryption is on). */
   private entry(bytes: Buffer): Buffer {
-    const id = Buffer.allocUnsafe(ID_BYTES);
-    this.idSeed.copy(id, 0);
-    id.writeUInt32BE(this.idCounter, ID_BYTES - 4);
+    const payload = this.cipher ? this.cipher.seal(bytes) : bytes;
+    const entry = Buffer.allocUnsafe(ID_BYTES + payload.length); // one buffer, no concat
+    this.idSeed.copy(entry, 0);
+    entry.writeUInt32BE(this.idCounter, ID_BYTES - 4);
     this.idCounter = (this.idCounter + 1) >>> 0;
-    return Buffer.concat([id, this.cipher ? this.cipher.seal(bytes) : bytes]);
+    payload.copy(entry, ID_BYTES);
+    return entry;
   }
 
   private open(entry: Buffer): Buffer {

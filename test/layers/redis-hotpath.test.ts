@@ -6,8 +6,29 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisChannelLayer, type RedisLayerOptions } from '../../src/layers/index.js';
+import { encodeScriptCall } from '../../src/layers/redis-transport.js';
 import { connect, countCommands, hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { expectNothing, receiveWithin, uid } from './conformance.js';
+
+/** RESP built the plain way: one string per bulk, joined (what encodeScriptCall must equal). */
+function referenceEncoding(command: string, script: string, keys: string[], args: Array<string | Buffer | number>): Buffer {
+  const bulk = (b: Buffer): Buffer => Buffer.concat([Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n')]);
+  const parts = [command, script, String(keys.length), ...keys, ...args].map((a) => bulk(Buffer.isBuffer(a) ? a : Buffer.from(String(a))));
+  return Buffer.concat([Buffer.from(`*${parts.length}\r\n`), ...parts]);
+}
+
+describe('the script call encoding', () => {
+  it('writes the same bytes as plain RESP for every kind of argument', () => {
+    const cases: Array<[string, string, string[], Array<string | Buffer | number>]> = [
+      ['EVALSHA', 'a'.repeat(40), ['k1', 'key:é✓'], ['', 'x', 0, 9, 10, 99, 100, 1733170000123, Number.MAX_SAFE_INTEGER, -1, 2.5, 1e21, Buffer.from([0, 13, 10, 255]), Buffer.alloc(0), 'ünï\ud83d\ude00', '\ud800']],
+      ['EVAL', 'return 1 -- ✓', [], []],
+      ['EVALSHA', 'b'.repeat(40), Array.from({ length: 12 }, (_, i) => `key${i}`), [Buffer.alloc(5000, 7), 'tail']],
+    ];
+    for (const [command, script, keys, args] of cases) {
+      expect(encodeScriptCall(command as 'EVAL' | 'EVALSHA', script, keys, args)).toEqual(referenceEncoding(command, script, keys, args));
+    }
+  });
+});
 
 describe.skipIf(!hasRedisServer())('Redis layer hot path', () => {
   let server: RedisServer;
