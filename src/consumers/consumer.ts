@@ -87,6 +87,8 @@ export interface ConsumerRuntime {
   logger: Logger;
   /** Adds a channel to receive from; resolves the returned stop once its pending receive has ended. */
   listen(channel: string): () => Promise<void>;
+  /** Stops receiving from `channel` (every `listen` of it); resolves once its pending receive has ended. */
+  unlisten(channel: string): Promise<void>;
 }
 
 let setRuntime: (consumer: Consumer, runtime: ConsumerRuntime) => void;
@@ -150,6 +152,15 @@ export abstract class Consumer {
   protected listen(channel: string): () => Promise<void> {
     if (!this.#runtime) throw new Error('listen() is available once the consumer runs (from connect() or handle() on)');
     return this.#runtime.listen(channel);
+  }
+
+  /**
+   * Stops receiving from a channel `listen` added, as its `stop` does: for a consumer that would
+   * rather not keep `stop` (a closure) for the connection's life.
+   */
+  protected unlisten(channel: string): Promise<void> {
+    if (!this.#runtime) return Promise.resolve();
+    return this.#runtime.unlisten(channel);
   }
 
   /**

@@ -203,6 +203,11 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     return () => this.stopSource(source);
   }
 
+  /** Stops every source of `channel` (what the consumer's `unlisten` calls). */
+  async unlisten(channel: string): Promise<void> {
+    for (const source of this.sources ?? []) if (source.channel === channel) await this.stopSource(source);
+  }
+
   /** Runs `run` as a handler of this consumer, in turn with the others (skipped once the consumer stopped). */
   protected enqueueTask(run: () => Promise<void>): void {
     this.enqueue(run);

@@ -50,7 +50,7 @@ export class ScopeHeaders implements Iterable<[string, string]> {
   constructor(init?: ConstructorParameters<typeof Headers>[0]) {
     const list: string[] = [];
     for (const [name, value] of init instanceof Headers ? init : new Headers(init)) list.push(name, value);
-    this.#list = list;
+    this.#list = list.slice(); // exactly its size: a list grown by push keeps room for more
   }
 
   /** The header's value (repeated headers joined by ", "), or null when the request has none. */

@@ -46,6 +46,13 @@ function offered(header: string | undefined): readonly string[] {
   return list.length > 0 ? list : NO_SUBPROTOCOLS;
 }
 
+/**
+ * A scope's empty `state`. V8 gives an `{}` literal room for four properties inside the object;
+ * instances of a class shrink to the fields they were seen to use (none, for most connections),
+ * and a property added later still works. 32 bytes less per connection, for its life.
+ */
+class ScopeState {}
+
 /** The Scope of the request `c` is handling. */
 export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: boolean): Scope {
   const url = new URL(c.req.url);
@@ -57,7 +64,7 @@ export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: bo
     headers: new ScopeHeaders(c.req.raw.headers),
     client: clientOf(c, trustProxy),
     user: undefined,
-    state: {},
+    state: new ScopeState() as Record<string, unknown>,
     method: c.req.method,
     subprotocols: offered(type === 'websocket' ? c.req.header('sec-websocket-protocol') : undefined),
   };

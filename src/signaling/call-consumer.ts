@@ -140,7 +140,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private readonly bucket = new TokenBucket(this.config.rateLimit, this.config.rateBurst);
     private strikes = 0;
     private answeredTooLarge = false;
-    private stopListening: (() => Promise<void>) | undefined;
+    private listening = false;
     /** The text frame being handled, while `receive` runs (`relay` passes it on as it came). */
     private frameText: string | undefined;
     private counted = false;
@@ -194,11 +194,13 @@ export class CallConsumer extends JsonWebsocketConsumer {
       const seat = this.seat;
       const others = seat.entries.filter((e) => e.member !== seat.peerId);
       seat.entries = NO_ENTRIES; // the roster as it was at joining: an idle connection need not keep it
+      const resumeToken = seat.resumeToken;
+      seat.resumeToken = ''; // only the welcome carries it (the roster keeps its digest)
       for (const e of others) this.addPeer(e.member);
       await this.sendJson({
         type: 'welcome',
         peerId: seat.peerId,
-        resumeToken: seat.resumeToken,
+        resumeToken,
         callId: this.callId,
         peers: others.map((e) => e.member),
         polite: seat.polite,
@@ -390,14 +392,15 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     /** Reads the seat's inbox, through the consumer's queue, for as long as this connection holds the seat. */
     private startInbox(): void {
-      this.stopListening = this.listen(names.inbox(this.callId, this.seat!.peerId));
+      this.listen(names.inbox(this.callId, this.seat!.peerId));
+      this.listening = true;
     }
 
     /** Stops reading the inbox; resolves once the pending receive has given up (the layer keeps what was not delivered). */
     private async stopInbox(): Promise<void> {
-      const stop = this.stopListening;
-      this.stopListening = undefined;
-      await stop?.();
+      if (!this.listening) return;
+      this.listening = false;
+      await this.unlisten(names.inbox(this.callId, this.seat!.peerId));
     }
 
     private async error(code: ErrorCode, message: string): Promise<void> {

@@ -24,6 +24,7 @@ export interface SeatData {
 export interface Seat {
   callId: string;
   peerId: string;
+  /** The token the welcome gives the client (a connection empties it once sent). */
   resumeToken: string;
   /** The seat's data as last written by this connection (for compare-and-set). */
   data: string;

@@ -637,13 +637,14 @@ describe('listen', () => {
     expect(await receiveWithin('inbox.peer-1', 200)).toEqual({ type: 'signal.relay', n: 3 });
   });
 
-  it('returns a stop that leaves the channel to the next reader', async () => {
+  it.each(['stop', 'unlisten'])('stops with %s, which leaves the channel to the next reader', async (how) => {
     class Handover extends WebsocketConsumer {
       static override handles = ['signal.relay'];
       private stop: (() => Promise<void>) | undefined;
       override async receive(frame: Frame): Promise<void> {
         if (frame.text === 'listen') this.stop = this.listen('inbox.peer-2');
-        else await this.stop?.();
+        else if (how === 'stop') await this.stop?.();
+        else await this.unlisten('inbox.peer-2');
         await this.send({ text: `${frame.text} done` });
       }
       async signalRelay(m: Message): Promise<void> {

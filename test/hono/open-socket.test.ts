@@ -183,16 +183,24 @@ describe('NodeWsTransport', () => {
     const ws = fakeWs();
     const serverTracking = (): void => {}; // ws's WebSocketServer drops the socket from `clients` on close
     ws.on('close', serverTracking);
+    let closedOnce = 0;
+    ws.once('close', () => closedOnce++); // a `once` listener stays one
     open(transport, ws);
     const nodeWs = { message: () => {}, close: () => {}, error: () => {} }; // what node-ws adds as onOpen returns
     for (const [event, listener] of Object.entries(nodeWs)) ws.on(event, listener);
+    const otherEvent = (): void => {};
+    ws.on('ping', otherEvent); // not one of node-ws's events: stays
     await accepted;
     await Promise.resolve();
     expect(ws.listeners('close')).toContain(serverTracking);
     for (const [event, listener] of Object.entries(nodeWs)) expect(ws.listeners(event)).not.toContain(listener);
     expect(ws.listenerCount('message')).toBe(1);
-    expect(ws.listenerCount('close')).toBe(2);
+    expect(ws.listenerCount('close')).toBe(3);
     expect(ws.listenerCount('error')).toBe(1);
+    expect(ws.listeners('ping')).toEqual([otherEvent]);
+    ws.emit('close', 1000, Buffer.from(''));
+    ws.emit('close', 1000, Buffer.from(''));
+    expect(closedOnce).toBe(1);
   });
 
   it('a socket that closes between ws making it and node-ws opening it is reported once and never counted open', async () => {
