@@ -4,15 +4,17 @@
  * the runner sets through `bindWebsocketControl`/`bindHttpControl`, so no hidden key shows in
  * the declared types of classes built on it (an exported class expression must name them all).
  */
+import { SETTLED } from '../layers/index.js';
 import type { Logger } from './logger.js';
 
 /**
  * One shared settled promise, for a handler to return when it finished at once (`send` returns
  * it when the frame went out). The runner runs the next job without awaiting it, which spares a
  * microtask and its allocations per message. Exported for consumers: a hot handler that is not
- * an async function may return it too.
+ * an async function may return it too. It is the layers' `SETTLED` (what a send that handed its
+ * message over at once returns), so a handler can return what such a send gave it.
  */
-export const RESOLVED: Promise<void> = Promise.resolve();
+export const RESOLVED: Promise<void> = SETTLED;
 
 /** The state of a WebSocket connection, as the consumer sees it. */
 export type WebsocketState = 'connecting' | 'open' | 'closing' | 'closed';

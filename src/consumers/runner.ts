@@ -145,7 +145,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
       for (let i = 0; i < scheduled.length; i++) {
         const runner = scheduled[i]!;
         runner.drainQueued = false;
-        if (!runner.draining) void runner.drain();
+        if (!runner.draining) runner.drain();
       }
       scheduled.length = 0;
     };
@@ -295,51 +295,84 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
 
   private enqueue(job: Job): void {
     this.jobs.push(job);
-    if (!this.draining) void this.drain();
+    if (!this.draining) this.drain();
   }
 
-  /** Runs the queued jobs in order, one at a time (each handler inline: no extra promise per job); never rejects. */
-  private async drain(): Promise<void> {
+  /**
+   * Runs the queued jobs in order, one at a time. Each job runs inline, and the next one follows
+   * at once when it finished at once (a handler that returned RESOLVED, or nothing); at the first
+   * that did not, the rest wait for it (`drainAfter`). So a message that is handled without
+   * waiting (a relayed signal on InMemory, a signal sent on to a socket) costs no promise or
+   * suspended frame here. Never throws.
+   */
+  private drain(): void {
     this.draining = true;
     const jobs = this.jobs;
     try {
       while (this.head < jobs.length) {
         const job = jobs[this.head]!;
         jobs[this.head++] = undefined;
-        if (typeof job === 'number') await this.finish(job);
-        else if (this.admit(job)) {
-          try {
-            if (typeof job === 'function') await job();
-            else if (job instanceof Source) {
-              const message = job.message!;
-              job.message = undefined;
-              try {
-                const dispatching = this.consumer.dispatch(message);
-                if (dispatching !== RESOLVED) await dispatching;
-              } finally {
-                this.arm(job);
-              }
-            } else {
-              const handling = this.handleFrame(job);
-              if (handling && handling !== RESOLVED) await handling;
-            }
-          } catch (err) {
-            await this.fail(err);
-          }
+        const pending = this.run(job);
+        if (pending) {
+          void this.drainAfter(pending);
+          return;
         }
-        if (this.head === jobs.length) {
-          // Drained: an idle connection keeps no queue storage.
-          jobs.length = 0;
-          this.head = 0;
-        } else if (this.head >= 1024 && this.head * 2 >= jobs.length) {
-          jobs.splice(0, this.head);
-          this.head = 0;
-        }
+        this.compactJobs();
       }
     } catch (err) {
       this.log.error({ err }, 'Consumer queue failed');
-    } finally {
-      this.draining = false;
+    }
+    this.draining = false;
+  }
+
+  /** Goes on draining once the job that did not finish at once has (`pending` never rejects). */
+  private async drainAfter(pending: Promise<void>): Promise<void> {
+    try {
+      await pending;
+    } catch (err) {
+      this.log.error({ err }, 'Consumer queue failed');
+    }
+    this.compactJobs();
+    this.drain();
+  }
+
+  /** Starts one job: nothing when it finished at once, else a promise of its end that never rejects. */
+  private run(job: Job): Promise<void> | undefined {
+    if (typeof job === 'number') return this.finish(job);
+    if (!this.admit(job)) return undefined;
+    let running: Promise<void> | undefined;
+    try {
+      if (typeof job === 'function') running = job();
+      else if (job instanceof Source) {
+        const message = job.message!;
+        job.message = undefined;
+        try {
+          running = this.consumer.dispatch(message);
+        } finally {
+          // The channel's next receive is armed once this message was dispatched.
+          if (running === RESOLVED) this.arm(job);
+          else if (running !== undefined) running = running.finally(() => this.arm(job));
+          else this.arm(job); // dispatch threw
+        }
+      } else {
+        running = this.handleFrame(job);
+      }
+    } catch (err) {
+      return this.fail(err);
+    }
+    if (running === undefined || running === RESOLVED) return undefined;
+    return running.catch((err: unknown) => this.fail(err));
+  }
+
+  /** Drops the queue's storage once drained (an idle connection keeps none), or its run-through head. */
+  private compactJobs(): void {
+    const jobs = this.jobs;
+    if (this.head === jobs.length) {
+      jobs.length = 0;
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= jobs.length) {
+      jobs.splice(0, this.head);
+      this.head = 0;
     }
   }
 

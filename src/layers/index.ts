@@ -7,7 +7,7 @@ export { ChannelFull, MessageTooLarge, InvalidChannelLayerError, LayerClosed, Un
 export { requireValidChannelName, requireValidGroupName, nonLocalName, layerIdOf, globToRegExp, MAX_NAME_LENGTH } from './names.js';
 export { encodeMessage, decodeMessage, requireValidMessage } from './codec.js';
 export { DEFAULT_LAYER_OPTIONS } from './options.js';
-export { BaseChannelLayer } from './base.js';
+export { BaseChannelLayer, SETTLED } from './base.js';
 export { InMemoryChannelLayer } from './memory.js';
 export { RedisChannelLayer } from './redis.js';
 export { createChannelLayer, type CreateChannelLayerOptions } from './factory.js';

@@ -3,7 +3,7 @@
  * tier); it cannot span processes. Messages still go through the shared codec, so what works
  * here works on Redis.
  */
-import { BaseChannelLayer } from './base.js';
+import { BaseChannelLayer, SETTLED } from './base.js';
 import { copyMessage } from './codec.js';
 import { ChannelFull, LayerClosed } from './errors.js';
 import { requireValidChannelName } from './names.js';
@@ -44,16 +44,28 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
    * goes through the codec like on every backend, so both accept and refuse the same messages.
    * Each stored message is received once, so the copy is the receiver's own.
    */
-  override async send(channel: string, message: Message): Promise<void> {
-    const copy = copyMessage(message, this.options.maxMessageSize);
-    if (copy === undefined) return super.send(channel, message);
-    requireValidChannelName(channel);
-    this.requireOpen();
-    this.put(channel, copy, this.capacityOf(channel));
+  override send(channel: string, message: Message): Promise<void> {
+    // Not an async function: it returns SETTLED when the message was handed over (every send that
+    // is not refused), so a relay need not await it.
+    try {
+      const copy = copyMessage(message, this.options.maxMessageSize);
+      if (copy === undefined) return super.send(channel, message);
+      requireValidChannelName(channel);
+      this.requireOpen();
+      this.put(channel, copy, this.capacityOf(channel));
+      return SETTLED;
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
-  protected async storeSend(channel: string, stored: Stored, capacity: number): Promise<void> {
-    this.put(channel, stored, capacity);
+  protected storeSend(channel: string, stored: Stored, capacity: number): Promise<void> {
+    try {
+      this.put(channel, stored, capacity);
+      return SETTLED;
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Delivers or queues a message; ChannelFull when the channel is full. */

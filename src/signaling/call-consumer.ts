@@ -255,33 +255,61 @@ export class CallConsumer extends JsonWebsocketConsumer {
       }
     }
 
-    /** Relays a signal to one peer (`to`) or every other peer, with `from` set by the server. */
-    private async relay(signal: Record<string, unknown> & { to?: string }): Promise<void> {
-      const seat = this.seat!;
+    /**
+     * Relays a signal to one peer (`to`) or every other peer, with `from` set by the server. Not
+     * an async function: a signal to one known peer that the layer takes at once (InMemory) is
+     * relayed without a suspended frame or an await.
+     */
+    private relay(signal: Record<string, unknown> & { to?: string }): Promise<void> {
       const to = signal.to;
-      const frameText = this.frameText; // before any await: `receive` clears it once this returns its promise
-      if (to !== undefined && !this.peers.includes(to)) {
-        await this.refreshPeers();
-        if (!this.peers.includes(to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
+      const frameText = this.frameText; // now: `receive` clears it once this returns
+      if (to !== undefined && !this.peers.includes(to)) return this.relayToNewPeer(signal, frameText, to);
+      const text = withFrom(signal, frameText, this.seat!.peerId);
+      if (to !== undefined) return this.relayTo(to, text);
+      const peers = this.peers;
+      return peers.length === 1 ? this.relayTo(peers[0]!, text) : this.relayToAll(peers, text);
+    }
+
+    /** A `to` this connection does not know (yet): the roster may have it. */
+    private async relayToNewPeer(signal: Record<string, unknown>, frameText: string | undefined, to: string): Promise<void> {
+      await this.refreshPeers();
+      if (!this.peers.includes(to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
+      await this.relayTo(to, withFrom(signal, frameText, this.seat!.peerId));
+    }
+
+    private async relayToAll(peers: readonly string[], text: string): Promise<void> {
+      for (const peerId of peers) await this.relayTo(peerId, text);
+    }
+
+    /** Hands one signal to a peer's inbox; RESOLVED when the layer took it at once. */
+    private relayTo(peerId: string, text: string): Promise<void> {
+      const started = performance.now();
+      let sending: Promise<void>;
+      try {
+        sending = this.channelLayer.send(names.inbox(this.callId, peerId), { type: 'signal.relay', text });
+      } catch (err) {
+        sending = Promise.reject(err);
       }
-      const text = withFrom(signal, frameText, seat.peerId);
-      const targets = to !== undefined ? [to] : this.peers;
-      for (const peerId of targets) {
-        const started = performance.now();
-        try {
-          await this.channelLayer.send(names.inbox(this.callId, peerId), { type: 'signal.relay', text });
-          this.metrics.signals.inc();
-        } catch (err) {
-          if ((err as { code?: string }).code === 'channel-full') {
-            await this.error('peer-unavailable', `Peer "${peerId}" is not reading its messages; this one was dropped.`);
-          } else {
-            // The layer could not take it (storage unreachable beyond its retries): say so, keep the socket.
-            this.log.warn({ err, peerId }, 'a signal could not be handed to the channel layer');
-            await this.error('unavailable', 'The server could not pass this message on just now; send it again.');
-          }
-        } finally {
-          this.metrics.layerLatency.observe((performance.now() - started) / 1000);
-        }
+      if (sending === RESOLVED) {
+        this.relayed(started);
+        return RESOLVED;
+      }
+      return sending.then(() => this.relayed(started), (err: unknown) => this.relayFailed(err, peerId, started));
+    }
+
+    private relayed(started: number): void {
+      this.metrics.signals.inc();
+      this.metrics.layerLatency.observe((performance.now() - started) / 1000);
+    }
+
+    private async relayFailed(err: unknown, peerId: string, started: number): Promise<void> {
+      this.metrics.layerLatency.observe((performance.now() - started) / 1000);
+      if ((err as { code?: string }).code === 'channel-full') {
+        await this.error('peer-unavailable', `Peer "${peerId}" is not reading its messages; this one was dropped.`);
+      } else {
+        // The layer could not take it (storage unreachable beyond its retries): say so, keep the socket.
+        this.log.warn({ err, peerId }, 'a signal could not be handed to the channel layer');
+        await this.error('unavailable', 'The server could not pass this message on just now; send it again.');
       }
     }
 

@@ -60,19 +60,58 @@ export type ClientMessage = z.infer<(typeof SCHEMAS)[keyof typeof SCHEMAS]>;
 /** The types a client may send. */
 export const CLIENT_TYPES: ReadonlySet<string> = new Set(Object.keys(SCHEMAS));
 
-/** How deeply a client message may nest (signals are shallow; deeper input is refused, never walked recursively). */
+/** How deeply a client message may nest (signals are shallow; deeper input is refused, never walked further). */
 export const MAX_DEPTH = 32;
 
-/** True when `value` nests no deeper than `max` levels (iterative: hostile input cannot overflow the stack). */
+/**
+ * True when `value` nests no deeper than `max` levels. Recursive, but never deeper than `max`
+ * calls (hostile input cannot overflow the stack), and without the worklist an iterative walk
+ * allocates for every message.
+ */
 function shallow(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (typeof v !== 'object' || v === null) continue;
-    if (depth >= max) return false;
-    for (const child of Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+  if (typeof value !== 'object' || value === null) return true;
+  if (max <= 0) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!shallow(value[i], max - 1)) return false;
+    return true;
+  }
+  for (const key in value) {
+    if (Object.hasOwn(value, key) && !shallow((value as Record<string, unknown>)[key], max - 1)) return false;
   }
   return true;
+}
+
+const isOptionalPeerId = (v: unknown): boolean => v === undefined || (typeof v === 'string' && v.length >= 1 && v.length <= 64);
+const isOptionalText = (v: unknown, max: number): boolean => v === undefined || v === null || (typeof v === 'string' && v.length <= max);
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The common signals checked by hand: true only for a message its schema accepts (anything else
+ * goes to the schema, which also words the error). An offer, answer or candidate skips zod's
+ * walk and copy; `test/unit/signaling-parts.test.ts` holds the two to agreeing.
+ */
+export function quickAccepts(message: Record<string, unknown>): boolean {
+  if (!isOptionalPeerId(message.to)) return false;
+  switch (message.type) {
+    case 'offer': case 'answer': case 'pranswer':
+      return typeof message.sdp === 'string';
+    case 'candidate': {
+      const c = message.candidate;
+      if (c === null) return true;
+      if (!isPlainObject(c) || typeof c.candidate !== 'string' || c.candidate.length > 4096) return false;
+      const index = c.sdpMLineIndex;
+      return isOptionalText(c.sdpMid, 256) && isOptionalText(c.usernameFragment, 256)
+        && (index === undefined || index === null || (Number.isInteger(index) && (index as number) >= 0 && (index as number) <= 65535));
+    }
+    default:
+      return false;
+  }
+}
+
+/** What the message's schema says (the slow path, exported for the test that holds `quickAccepts` to it). */
+export function schemaAccepts(message: Record<string, unknown>): boolean {
+  const schema = SCHEMAS[message.type as keyof typeof SCHEMAS];
+  return schema !== undefined && schema.safeParse(message).success;
 }
 
 /** Parses a client frame's JSON; a sentence saying what is wrong when it is not a valid message. */
@@ -84,6 +123,7 @@ export function parseClientMessage(content: unknown): { ok: true; message: Clien
   if (typeof type !== 'string') return { ok: false, reason: 'A message must have a string "type".' };
   if (!CLIENT_TYPES.has(type)) return { ok: false, reason: `Unknown message type "${type.slice(0, 64)}".` };
   if (!shallow(content, MAX_DEPTH)) return { ok: false, reason: `A message may nest at most ${MAX_DEPTH} levels deep.` };
+  if (quickAccepts(content as Record<string, unknown>)) return { ok: true, message: content as ClientMessage };
   const parsed = SCHEMAS[type as keyof typeof SCHEMAS].safeParse(content);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

@@ -5,6 +5,7 @@ import {
   checkAccessToken, iceServersFor, parseClientMessage, parseResumeToken, readSeat, Seats, signAccessToken, TokenBucket, turnCredentials,
 } from '../../src/signaling/index.js';
 import { withFrom } from '../../src/signaling/call-consumer.js';
+import { MAX_DEPTH, quickAccepts, schemaAccepts } from '../../src/signaling/protocol.js';
 
 describe('TURN REST credentials', () => {
   it('follow the coturn formula: username "<expiry>:<id>", credential base64(HMAC-SHA1(secret, username))', () => {
@@ -72,6 +73,59 @@ describe('client message validation', () => {
     const r = parseClientMessage(m);
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.reason).toMatch(reason);
+  });
+
+  // The hand-written check of the common signals may only accept what the schema accepts.
+  const candidate = { candidate: 'candidate:1 1 udp 2122260223 192.168.1.10 54321 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+  it.each([
+    [{ type: 'offer', sdp: 'v=0' }, true],
+    [{ type: 'answer', sdp: '', to: 'p'.repeat(64) }, true],
+    [{ type: 'pranswer', sdp: 'v=0', extra: [1, { a: 2 }] }, true],
+    [{ type: 'candidate', candidate }, true],
+    [{ type: 'candidate', candidate: null, to: 'abc' }, true],
+    [{ type: 'candidate', candidate: { candidate: '', sdpMid: null, sdpMLineIndex: null, usernameFragment: null } }, true],
+    [{ type: 'candidate', candidate: { candidate: 'x'.repeat(4096), sdpMLineIndex: 65535, usernameFragment: 'u'.repeat(256) } }, true],
+    [{ type: 'offer', sdp: 5 }, false],
+    [{ type: 'offer' }, false],
+    [{ type: 'offer', sdp: 'v=0', to: '' }, false],
+    [{ type: 'offer', sdp: 'v=0', to: 'p'.repeat(65) }, false],
+    [{ type: 'offer', sdp: 'v=0', to: null }, false],
+    [{ type: 'candidate' }, false],
+    [{ type: 'candidate', candidate: [] }, false],
+    [{ type: 'candidate', candidate: 'x' }, false],
+    [{ type: 'candidate', candidate: { sdpMid: '0' } }, false],
+    [{ type: 'candidate', candidate: { candidate: 'x'.repeat(4097) } }, false],
+    [{ type: 'candidate', candidate: { ...candidate, sdpMid: 'm'.repeat(257) } }, false],
+    [{ type: 'candidate', candidate: { ...candidate, sdpMid: 0 } }, false],
+    [{ type: 'candidate', candidate: { ...candidate, sdpMLineIndex: 1.5 } }, false],
+    [{ type: 'candidate', candidate: { ...candidate, sdpMLineIndex: -1 } }, false],
+    [{ type: 'candidate', candidate: { ...candidate, sdpMLineIndex: 65536 } }, false],
+    [{ type: 'candidate', candidate: { ...candidate, sdpMLineIndex: '0' } }, false],
+    [{ type: 'candidate', candidate: { ...candidate, usernameFragment: 7 } }, false],
+  ])('checks %o by hand as its schema does', (m, valid) => {
+    expect(schemaAccepts(m)).toBe(valid);
+    expect(quickAccepts(m)).toBe(valid);
+    expect(parseClientMessage(m).ok).toBe(valid);
+  });
+
+  it('leaves the other types to their schemas', () => {
+    for (const m of [{ type: 'rollback' }, { type: 'renegotiate', renegotiate: true }, { type: 'bye' }, { type: 'ping' }]) {
+      expect(quickAccepts(m)).toBe(false);
+      expect(parseClientMessage(m).ok).toBe(true);
+    }
+  });
+
+  it(`refuses a message nested deeper than ${MAX_DEPTH} levels, without walking all of it`, () => {
+    const nest = (levels: number): unknown => {
+      let v: unknown = 'leaf';
+      for (let i = 0; i < levels; i++) v = i % 2 ? { v } : [v];
+      return v;
+    };
+    expect(parseClientMessage({ type: 'offer', sdp: 'v=0', x: nest(MAX_DEPTH - 1) }).ok).toBe(true);
+    const deep = parseClientMessage({ type: 'offer', sdp: 'v=0', x: nest(MAX_DEPTH) });
+    expect(deep.ok).toBe(false);
+    if (!deep.ok) expect(deep.reason).toMatch(/at most 32 levels/);
+    expect(parseClientMessage({ type: 'offer', sdp: 'v=0', x: nest(100_000) }).ok).toBe(false); // no stack overflow
   });
 
   it('passes unknown extra fields through untouched', () => {
