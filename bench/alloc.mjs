@@ -8,6 +8,8 @@
 //
 //   npm run build && node bench/alloc.mjs [signals=30000]
 //   REDIS_URL=redis://127.0.0.1:6379/15 node bench/alloc.mjs   (the Redis layer; use a spare db)
+//   SURVIVORS=1 node bench/alloc.mjs   (only what outlived a young-generation collection: what
+//                                       gets promoted, and so makes the full collections come)
 //
 // Prints the sampled bytes allocated per signal and the top allocating functions.
 import { Session } from 'node:inspector/promises';
@@ -49,7 +51,7 @@ await relay(5_000); // warm-up: optimized code, settled heap
 const session = new Session();
 session.connect();
 await session.post('HeapProfiler.enable');
-await session.post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+await session.post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !process.env.SURVIVORS });
 await relay(N);
 const { profile } = await session.post('HeapProfiler.stopSampling');
 
@@ -65,7 +67,7 @@ let total = 0;
   for (const child of node.children) walk(child);
 })(profile.head);
 
-console.log(`${N} signals: ${(total / N).toFixed(0)} bytes allocated per signal (sampled; server and this process's clients)`);
+console.log(`${N} signals: ${(total / N).toFixed(0)} bytes ${process.env.SURVIVORS ? 'that outlived a young-generation collection' : 'allocated'} per signal (sampled; server and this process's clients)`);
 for (const [site, bytes] of [...bySite].sort((x, y) => y[1] - x[1]).slice(0, TOP)) console.log(`${(bytes / N).toFixed(0).padStart(8)}  ${site}`);
 a.close();
 b.close();

@@ -325,6 +325,11 @@ async function quit(conn: Redis | Cluster): Promise<void> {
   }
 }
 
+/** Lets a socket `coalesce` corked write what it holds. */
+function uncork(stream: Socket): void {
+  stream.uncork();
+}
+
 /** The connections of one layer instance. */
 export class RedisTransport {
   /** How many shards keys are spread over (hosts; 1 on a cluster, which shards by slot itself). */
@@ -336,8 +341,6 @@ export class RedisTransport {
   private closed = false;
   /** Per command connection socket: the scripts written there once in full (`ScriptCommand`). */
   private readonly loaded = new WeakMap<object, Set<string>>();
-  /** Sockets corked until the end of the current tick (`coalesce`). */
-  private readonly corked = new Set<Socket>();
   /** Cluster only: the command client, whose slot table says which nodes serve which slots. */
   private readonly cluster: Cluster | undefined;
   /** Cluster only: re-reads the slot table (CLUSTER SLOTS) and fixes the subscriber set. */
@@ -460,13 +463,11 @@ export class RedisTransport {
    */
   private coalesce(conn: Redis): void {
     const stream = (conn as unknown as { stream?: Socket }).stream;
-    if (!stream || this.corked.has(stream) || !stream.writable) return;
-    this.corked.add(stream);
+    // Corked already (by us, this tick): its uncork is on the way. (Not a Set of corked sockets:
+    // adding and deleting an entry every tick makes V8 copy the Set's table again and again.)
+    if (!stream || stream.writableCorked > 0 || !stream.writable) return;
     stream.cork();
-    process.nextTick(() => {
-      this.corked.delete(stream);
-      stream.uncork();
-    });
+    process.nextTick(uncork, stream);
   }
 
   /** How many connections are subscribed to `topic` (on a cluster, on one master: we subscribe on every master). */

@@ -52,7 +52,7 @@ const PARK_TIMEOUT_MS = 2000;
 const RETRY_MS = 1000;
 /** How long `close` waits for operations in flight before releasing and disconnecting (ms). */
 const CLOSE_WAIT_MS = 2000;
-/** Message ids remembered to drop duplicates (a command resent after a reconnect; cluster fan-out). */
+/** Message ids remembered (at least; at most twice as many) to drop duplicates (a command resent after a reconnect; cluster fan-out). */
 const RECENT_IDS = 4096;
 /** Bytes of a message id: 8 random per instance + a 4-byte counter. */
 const ID_BYTES = 12;
@@ -116,29 +116,36 @@ interface Inbox {
   timerAt: number;
 }
 
-/** Remembers the last few message ids, to drop a duplicate. */
+/**
+ * Remembers recent message ids, to drop a duplicate: at least the last `size`, at most twice
+ * that. Two generations: ids go into the newer Set, and when it holds `size` it becomes the older
+ * one and the oldest generation is dropped whole. (Deleting the oldest id at each new one, as a
+ * ring would, fills the Set's table with deleted entries that V8 clears by copying the whole
+ * table every few thousand messages; those copies outlive young-generation collections.)
+ */
 class RecentIds {
-  private readonly set = new Set<string>();
-  private readonly ring: string[] = [];
-  private next = 0;
+  private newer = new Set<string>();
+  private older = new Set<string>();
 
   constructor(private readonly size: number) {}
 
   /** True if seen before; remembers it otherwise. */
   check(channel: string, id: Buffer): boolean {
     const key = `${channel} ${id.toString('latin1')}`;
-    if (this.set.has(key)) return true;
-    const old = this.ring[this.next];
-    if (old !== undefined) this.set.delete(old);
-    this.ring[this.next] = key;
-    this.next = (this.next + 1) % this.size;
-    this.set.add(key);
+    if (this.newer.has(key) || this.older.has(key)) return true;
+    if (this.newer.size >= this.size) {
+      this.older = this.newer;
+      this.newer = new Set();
+    }
+    this.newer.add(key);
     return false;
   }
 
   /** Forgets an id (its message went back to Redis, so it will be drained again). */
   forget(channel: string, id: Buffer): void {
-    this.set.delete(`${channel} ${id.toString('latin1')}`);
+    const key = `${channel} ${id.toString('latin1')}`;
+    this.newer.delete(key);
+    this.older.delete(key);
   }
 }
 
