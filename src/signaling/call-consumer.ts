@@ -144,6 +144,9 @@ export class CallConsumer extends JsonWebsocketConsumer {
     /** The text frame being handled, while `receive` runs (`relay` passes it on as it came). */
     private frameText: string | undefined;
     private counted = false;
+    /** `inboxOf`'s last peer and its inbox. */
+    private lastPeer = '';
+    private lastInbox = '';
 
     /** Takes the seat (joining, or resuming with a token) before the socket is accepted. */
     protected override async resolveChannelName(): Promise<string> {
@@ -286,7 +289,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
       const started = performance.now();
       let sending: Promise<void>;
       try {
-        sending = this.channelLayer.send(names.inbox(this.callId, peerId), { type: 'signal.relay', text });
+        sending = this.channelLayer.send(this.inboxOf(peerId), { type: 'signal.relay', text });
       } catch (err) {
         sending = Promise.reject(err);
       }
@@ -295,6 +298,19 @@ export class CallConsumer extends JsonWebsocketConsumer {
         return RESOLVED;
       }
       return sending.then(() => this.relayed(started), (err: unknown) => this.relayFailed(err, peerId, started));
+    }
+
+    /**
+     * A peer's inbox channel, the last one kept: in a call of two it is always the same, and the
+     * same string object lets the layer's lookups reuse its hash (a name built per signal costs
+     * hashing it anew at every one of them).
+     */
+    private inboxOf(peerId: string): string {
+      if (peerId !== this.lastPeer) {
+        this.lastPeer = peerId;
+        this.lastInbox = names.inbox(this.callId, peerId);
+      }
+      return this.lastInbox;
     }
 
     private relayed(started: number): void {
