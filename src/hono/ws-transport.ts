@@ -10,7 +10,7 @@
 import type { Socket } from 'node:net';
 import type { WSEvents } from 'hono/ws';
 import type { WebSocket } from 'ws';
-import type { WebsocketTransport, WebsocketTransportEvents } from '../consumers/index.js';
+import { RESOLVED, type WebsocketTransport, type WebsocketTransportEvents } from '../consumers/index.js';
 
 /** What the route does once the consumer has decided: complete the upgrade, or nothing (the client left). */
 export type UpgradeDecision = 'upgrade' | 'gone';
@@ -54,7 +54,6 @@ class Handshake {
 /** After the handshake, what `decision` and `accept` would have resolved to. */
 const UPGRADED = Promise.resolve<UpgradeDecision>('upgrade');
 const GONE = Promise.resolve<UpgradeDecision>('gone');
-const SETTLED = Promise.resolve();
 
 /**
  * The transport of each open socket, found from the socket: node-ws's events and ws's listeners
@@ -98,7 +97,7 @@ export class NodeWsTransport implements WebsocketTransport {
 
   /** Resolves once the socket opened (node-ws has built its context), or the client left. */
   get opened(): Promise<void> {
-    return this.handshake?.opened ?? SETTLED;
+    return this.handshake?.opened ?? RESOLVED;
   }
 
   /** The subprotocol the consumer accepted with (read by `handleProtocols` during the handshake). */
@@ -134,7 +133,7 @@ export class NodeWsTransport implements WebsocketTransport {
 
   accept(subprotocol: string | undefined): Promise<void> {
     const handshake = this.handshake;
-    if (!handshake) return SETTLED;
+    if (!handshake) return RESOLVED;
     handshake.subprotocol = subprotocol;
     handshake.decide('upgrade');
     return handshake.opened;

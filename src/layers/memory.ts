@@ -52,8 +52,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
       if (copy === undefined) return super.send(channel, message);
       requireValidChannelName(channel);
       this.requireOpen();
-      this.put(channel, copy, this.capacityOf(channel));
-      return SETTLED;
+      return this.storeSend(channel, copy, this.capacityOf(channel));
     } catch (err) {
       return Promise.reject(err);
     }
