@@ -131,6 +131,17 @@ async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs:
   }
 }
 
+/** Longer than Redis's own manual failover timeout (5 s), after which it gives a try up. */
+const MANUAL_FAILOVER_TRY_MS = 7000;
+
+const tail = (log = '', lines = 15): string => log.trimEnd().split('\n').slice(-lines).join('\n');
+
+/** Whether the node on `port` is a replica whose link to its master is up and not resyncing. */
+async function replicaInSync(port: number): Promise<boolean> {
+  const info = await cliAt(port, ['INFO', 'replication']);
+  return info.includes('role:slave') && info.includes('master_link_status:up') && info.includes('master_sync_in_progress:0');
+}
+
 /** Starts a cluster and waits until it is healthy with every replica in sync. */
 export async function startRedisCluster(opts: ClusterOptions = {}): Promise<RedisCluster> {
   const masters = opts.masters ?? 3;
@@ -204,21 +215,33 @@ export async function startRedisCluster(opts: ClusterOptions = {}): Promise<Redi
       const replica = (await cluster.view()).find((v) => v.masterId === master.id && !v.flags.some((f) => f.startsWith('fail')));
       return nodes.find((n) => n.id === replica?.id && n.alive);
     },
-    async failover(replica, timeoutMs = 20_000) {
-      const reply = (await cliAt(replica.port, ['CLUSTER', 'FAILOVER'])).trim();
-      if (reply !== 'OK') throw new Error(`CLUSTER FAILOVER on ${replica.port}: ${reply}`);
-      await waitUntil(
-        `node ${replica.port} to be a master in every live node's view`,
-        async () => {
-          for (const n of live()) {
-            const me = parseClusterNodes(await cliAt(n.port, ['CLUSTER', 'NODES'])).find((v) => v.id === replica.id);
-            if (!me?.flags.includes('master') || me.slots.length === 0) return false;
-          }
-          return true;
-        },
-        timeoutMs,
-      );
-      await cluster.waitUntilHealthy(timeoutMs);
+    async failover(replica, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      const left = () => Math.max(0, deadline - Date.now());
+      // A manual failover waits for the replica to reach its master's offset, and Redis aborts it
+      // after 5 s (CLUSTER_MF_TIMEOUT) if it has not. A replica still resyncing after an earlier
+      // failover (the old master, now a replica) can miss that, so wait until it is in sync, and
+      // ask again while the deadline allows if a try was aborted.
+      await waitUntil(`replica ${replica.port} to be in sync with its master`, () => replicaInSync(replica.port), left());
+      const promoted = async () => {
+        for (const n of live()) {
+          const me = parseClusterNodes(await cliAt(n.port, ['CLUSTER', 'NODES'])).find((v) => v.id === replica.id);
+          if (!me?.flags.includes('master') || me.slots.length === 0) return false;
+        }
+        return true;
+      };
+      for (let attempt = 1; ; attempt++) {
+        const reply = (await cliAt(replica.port, ['CLUSTER', 'FAILOVER'])).trim();
+        if (reply !== 'OK') throw new Error(`CLUSTER FAILOVER on ${replica.port}: ${reply}`);
+        try {
+          await waitUntil(`node ${replica.port} to be a master in every live node's view`, promoted, Math.min(left(), MANUAL_FAILOVER_TRY_MS));
+          break;
+        } catch (err) {
+          if (left() === 0) throw new Error(`${(err as Error).message} after ${attempt} CLUSTER FAILOVER tries; its log ends:\n${tail(logs.get(replica.port))}`);
+          console.log(`[cluster] CLUSTER FAILOVER try ${attempt} on ${replica.port} did not complete; asking again. Its log ends:\n${tail(logs.get(replica.port), 5)}`);
+        }
+      }
+      await cluster.waitUntilHealthy(left());
     },
     async kill(node, signal = 'SIGKILL') {
       if (!node.alive) return;
@@ -259,7 +282,7 @@ export async function startRedisCluster(opts: ClusterOptions = {}): Promise<Redi
           const view = parseClusterNodes(await cliAt(n.port, ['CLUSTER', 'NODES']));
           if (view.length !== nodes.length) return false;
           const me = view.find((v) => v.flags.includes('myself'));
-          if (me?.flags.includes('slave') && !(await cliAt(n.port, ['INFO', 'replication'])).includes('master_link_status:up')) return false;
+          if (me?.flags.includes('slave') && !(await replicaInSync(n.port))) return false;
         }
         return true;
       },
