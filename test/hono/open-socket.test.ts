@@ -43,6 +43,12 @@ function collector(): () => void {
   return vm.runInNewContext('gc') as () => void;
 }
 
+/** Whether V8 keeps `o`'s properties as fields rather than in a hash dictionary. */
+function hasFastProperties(o: object): boolean {
+  v8.setFlagsFromString('--allow-natives-syntax');
+  return (vm.runInNewContext('(o) => %HasFastProperties(o)') as (o: object) => boolean)(o);
+}
+
 class Echo extends JsonWebsocketConsumer {
   override async receiveJson(content: unknown): Promise<void> {
     await this.sendJson(content);
@@ -198,6 +204,21 @@ describe('NodeWsTransport', () => {
     expect(ws.listenerCount('close')).toBe(3);
     expect(ws.listenerCount('error')).toBe(1);
     expect(ws.listeners('ping')).toEqual([otherEvent]);
+    // The listener table is a plain object now (no hash dictionary), still with no prototype:
+    // an event named after an Object.prototype property finds nothing.
+    const table = (ws as unknown as { _events: object })._events;
+    expect(hasFastProperties(table)).toBe(true);
+    expect(Object.getPrototypeOf(table)).toBeNull();
+    expect(ws.listenerCount('toString')).toBe(0);
+    expect(ws.emit('constructor')).toBe(false);
+    // and the emitter goes on adding and removing listeners on it.
+    const later = (): void => {};
+    ws.on('message', later);
+    expect(ws.listenerCount('message')).toBe(2);
+    ws.off('message', later);
+    ws.removeAllListeners('ping');
+    expect(ws.eventNames()).not.toContain('ping');
+    expect(ws.listenerCount('message')).toBe(1);
     ws.emit('close', 1000, Buffer.from(''));
     ws.emit('close', 1000, Buffer.from(''));
     expect(closedOnce).toBe(1);
