@@ -37,11 +37,54 @@ export interface ScopeInit {
 }
 
 /**
+ * Header names requests carry, each kept once. Every request brings its own copy of every name
+ * and value, and a scope keeps them as long as its connection: 5,000 idle connections would
+ * hold 5,000 copies of "user-agent" and of most browsers' user agent.
+ */
+const KNOWN_NAMES = new Map(
+  [
+    'accept', 'accept-encoding', 'accept-language', 'authorization', 'cache-control', 'cdn-loop', 'cf-connecting-ip',
+    'cf-ipcountry', 'cf-ray', 'cf-visitor', 'connection', 'content-length', 'content-type', 'cookie', 'dnt', 'forwarded',
+    'host', 'origin', 'pragma', 'referer', 'render-proxy-ttl', 'rndr-id', 'sec-ch-ua', 'sec-ch-ua-mobile',
+    'sec-ch-ua-platform', 'sec-fetch-dest', 'sec-fetch-mode', 'sec-fetch-site', 'sec-websocket-extensions',
+    'sec-websocket-key', 'sec-websocket-protocol', 'sec-websocket-version', 'traceparent', 'true-client-ip', 'upgrade',
+    'user-agent', 'via', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-proto', 'x-real-ip',
+    'x-request-id',
+  ].map((name) => [name, name]),
+);
+
+/** Headers whose values repeat from one connection to the next (not keys, cookies, addresses or ids). */
+const SHARED_VALUES = new Set([
+  'accept', 'accept-encoding', 'accept-language', 'cache-control', 'cdn-loop', 'cf-ipcountry', 'cf-visitor', 'connection',
+  'content-type', 'dnt', 'host', 'origin', 'pragma', 'render-proxy-ttl', 'sec-ch-ua', 'sec-ch-ua-mobile',
+  'sec-ch-ua-platform', 'sec-fetch-dest', 'sec-fetch-mode', 'sec-fetch-site', 'sec-websocket-extensions',
+  'sec-websocket-protocol', 'sec-websocket-version', 'upgrade', 'user-agent', 'via', 'x-forwarded-host',
+  'x-forwarded-port', 'x-forwarded-proto',
+]);
+
+/**
+ * The values of SHARED_VALUES headers seen so far, each kept once. Bounded, so that requests
+ * with made-up values cannot grow it: once full, new values are kept per scope as before.
+ */
+const sharedValues = new Map<string, string>();
+const SHARED_VALUES_MAX = 1024;
+const SHARED_VALUE_MAX_LENGTH = 512;
+
+function sharedValue(name: string, value: string): string {
+  if (!SHARED_VALUES.has(name) || value.length > SHARED_VALUE_MAX_LENGTH) return value;
+  const known = sharedValues.get(value);
+  if (known !== undefined) return known;
+  if (sharedValues.size < SHARED_VALUES_MAX) sharedValues.set(value, value);
+  return value;
+}
+
+/**
  * A request's headers as a consumer reads them: `get`, `has` and iteration answer as a Web
  * `Headers` object would (names lower-case, in name order, repeated headers joined by ", "), but
  * nothing can be changed. Kept as one list of strings: a scope lives as long as its connection,
  * and a `Headers` object keeps a Map and an object per header besides (`bench/heap.mjs`: 0.4 KiB
- * more per connection with six headers).
+ * more per connection with six headers). Common names, and the values of headers whose values
+ * repeat across connections, are shared by every scope.
  */
 export class ScopeHeaders implements Iterable<[string, string]> {
   /** Name, value, name, value, ...: lower-case names in order, as a Headers object iterates them. */
@@ -49,7 +92,10 @@ export class ScopeHeaders implements Iterable<[string, string]> {
 
   constructor(init?: ConstructorParameters<typeof Headers>[0]) {
     const list: string[] = [];
-    for (const [name, value] of init instanceof Headers ? init : new Headers(init)) list.push(name, value);
+    for (const [name, value] of init instanceof Headers ? init : new Headers(init)) {
+      const known = KNOWN_NAMES.get(name);
+      list.push(known ?? name, known === undefined ? value : sharedValue(known, value));
+    }
     this.#list = list.slice(); // exactly its size: a list grown by push keeps room for more
   }
 

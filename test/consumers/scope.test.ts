@@ -45,6 +45,19 @@ describe('ScopeHeaders', () => {
     expect(headers.delete).toBeUndefined();
   });
 
+  it('gives every scope its own values, however many distinct ones it has seen (shared names and values are only shared copies)', () => {
+    // More distinct user agents than the shared pool keeps, and a few that repeat.
+    const scopes = Array.from({ length: 1500 }, (_, i) => {
+      const agent = i % 3 === 0 ? `Agent/${i % 7}` : `Agent/${i}.${'x'.repeat(i % 40)}`;
+      return { agent, headers: new ScopeHeaders([['User-Agent', agent], ['Sec-WebSocket-Key', `key${i}`], ['X-Custom', `c${i}`], ['Host', 'example.org']]) };
+    });
+    for (const [i, { agent, headers }] of scopes.entries()) {
+      expect([...headers]).toEqual([['host', 'example.org'], ['sec-websocket-key', `key${i}`], ['user-agent', agent], ['x-custom', `c${i}`]]);
+    }
+    const long = 'L'.repeat(5000);
+    expect(new ScopeHeaders({ 'user-agent': long }).get('user-agent')).toBe(long);
+  });
+
   it('rejects what Headers rejects (a bad name), when the scope is built', () => {
     expect(() => new ScopeHeaders({ 'bad name': 'x' })).toThrow(TypeError);
     expect(() => createScope({ headers: { 'bad name': 'x' } })).toThrow(TypeError);
