@@ -14,7 +14,7 @@ import type { Logger } from './logger.js';
 import type { ChannelLayer } from './layers/index.js';
 import { createConsumerServer } from './hono/index.js';
 import {
-  createCallConsumer, iceServersFor, SeatWatch, isCallId, names, randomId, safeEqual, Seats, signAccessToken, SignalingMetrics,
+  createCallConsumer, iceServersFor, SeatWatch, isCallId, randomId, safeEqual, Seats, signAccessToken, SignalingMetrics,
   type CallDeps,
 } from './signaling/index.js';
 
@@ -99,8 +99,7 @@ export function buildApp(config: Readonly<Config>, layer: ChannelLayer & { kind?
     const callId = c.req.param('callId');
     if (!isCallId(callId)) return c.json({ type: 'error', code: 'invalid-call-id', message: 'A call id is 1 to 64 letters, digits, "_" or "-".' }, 400);
     const reason = (c.req.query('reason') ?? 'ended by the server').slice(0, 200);
-    const seated = await seats.end(callId);
-    await layer.groupSend(names.group(callId), { type: 'call.ended', reason });
+    const seated = await seats.end(callId, { type: 'call.ended', reason });
     logger.info({ callId, peers: seated.length }, 'call ended from the admin API');
     return c.json({ callId, ended: true, peers: seated.length });
   });

@@ -2,8 +2,8 @@
  * The call app: one CallConsumer per WebSocket, relaying signals between the peers of a call
  * through the channel layer, so peers on different workers reach each other.
  *
- * Each connection has a process-specific control channel (the consumer's `channelName`, member
- * of the call's group, for call-wide notices and hand-overs) and each seat an inbox channel
+ * Each connection has a process-specific control channel (the consumer's `channelName`, which
+ * its seat records, for call-wide notices and hand-overs) and each seat an inbox channel
  * (`call.<callId>.<peerId>`) that outlives connections: signals to a peer whose socket dropped
  * wait there, in order, until it resumes on any worker or the grace period ends.
  */
@@ -185,10 +185,6 @@ export class CallConsumer extends JsonWebsocketConsumer {
       } catch {
         // The previous holder is gone (its worker died): nothing holds the inbox.
       }
-    }
-
-    override groups(): string[] {
-      return this.seat ? [names.group(this.callId)] : [];
     }
 
     override async connect(): Promise<void> {

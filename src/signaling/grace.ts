@@ -100,9 +100,6 @@ export class SeatWatch {
     try {
       const remaining = await this.seats.leave(callId, peerId, detachedData);
       if (!remaining) return; // resumed, freed by another watcher, or the call ended
-      // The connection that held the seat may have died without leaving the call's group.
-      const holder = readSeat(detachedData)?.c;
-      if (holder) await this.layer.groupDiscard(names.group(callId), holder);
       // A last note to the freed inbox: if its holder died without letting go, this send clears
       // the layer's holder marker, so the inbox's state expires like any other.
       await this.tell(callId, peerId, { type: 'seat.freed' });

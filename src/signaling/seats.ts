@@ -3,7 +3,7 @@
  * seat's data records its resume-token digest, when it was detached (0 while a socket holds it),
  * a generation that every resume bumps, and the control channel of the connection holding it.
  */
-import type { ChannelLayer, RosterEntry } from '../layers/index.js';
+import type { ChannelLayer, Message, RosterEntry } from '../layers/index.js';
 import { makeResumeToken, parseResumeToken, randomId, safeEqual } from './ids.js';
 
 /** What a seat records. */
@@ -34,10 +34,9 @@ export interface Seat {
   polite: boolean;
 }
 
-/** The roster and group of a call; the inbox channel of a peer. */
+/** The roster of a call; the inbox channel of a peer. */
 export const names = {
   roster: (callId: string) => `call.${callId}`,
-  group: (callId: string) => `call.${callId}`,
   inbox: (callId: string, peerId: string) => `call.${callId}.${peerId}`,
 };
 
@@ -118,8 +117,21 @@ export class Seats {
     return this.layer.rosterList(names.roster(callId));
   }
 
-  /** Ends a call: frees every seat; the seats it had. */
-  end(callId: string): Promise<RosterEntry[]> {
-    return this.layer.rosterDelete(names.roster(callId));
+  /**
+   * Ends a call: frees every seat, and sends `notice` to the control channel of each connection
+   * that held one (a seat records it), so every worker's peers hear of it. A detached seat has no
+   * connection to tell. Answers the seats the call had.
+   */
+  async end(callId: string, notice?: Message): Promise<RosterEntry[]> {
+    const entries = await this.layer.rosterDelete(names.roster(callId));
+    if (notice) {
+      await Promise.all(
+        entries.map((e) => {
+          const seat = readSeat(e.data);
+          return seat && seat.d === 0 ? this.layer.send(seat.c, notice) : undefined;
+        }),
+      );
+    }
+    return entries;
   }
 }
