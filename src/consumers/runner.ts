@@ -61,6 +61,14 @@ export interface RunnerOptions {
 
 const NO_HOOKS: ConsumerHooks = Object.freeze({});
 
+/** Runner flags (bits of `Runner.flags`). */
+const DRAINING = 1;
+const DRAIN_QUEUED = 2;
+const PAUSED = 4;
+const RECEIVING = 8;
+const FINISHING = 16;
+const OVER = 32;
+
 /**
  * A channel the consumer receives from (its own, and any it `listen`s to), and the layer's sink
  * for it: the layer hands it one message at a time, and it waits in the queue as the job that
@@ -126,15 +134,11 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
 
   private readonly jobs: Array<Job | undefined> = [];
   private head = 0;
-  private draining = false;
   private queuedFrames = 0;
-  private paused = false;
-  private drainQueued = false;
+  /** The runner's yes/no state, one bit each (see the accessors below): one field, not six. */
+  private flags = RECEIVING;
   private sources: Source[] | undefined;
-  private receiving = true;
   private joinedGroups: string[] | undefined;
-  private finishing = false;
-  private over = false;
   private donePromise: Promise<void> | undefined;
   private resolveDone: (() => void) | undefined;
   private readonly onDone: ((runner: Runner<Consumer>) => void) | undefined;
@@ -155,6 +159,49 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
       runner.drainQueued = true;
       if (scheduled.push(runner) === 1) queueMicrotask(drainScheduled);
     };
+  }
+
+  /** The queue is being drained. */
+  private get draining(): boolean {
+    return (this.flags & DRAINING) !== 0;
+  }
+  private set draining(on: boolean) {
+    this.flags = on ? this.flags | DRAINING : this.flags & ~DRAINING;
+  }
+  /** A drain is scheduled for the next microtask. */
+  private get drainQueued(): boolean {
+    return (this.flags & DRAIN_QUEUED) !== 0;
+  }
+  private set drainQueued(on: boolean) {
+    this.flags = on ? this.flags | DRAIN_QUEUED : this.flags & ~DRAIN_QUEUED;
+  }
+  /** Client frames are paused (backpressure). */
+  private get paused(): boolean {
+    return (this.flags & PAUSED) !== 0;
+  }
+  private set paused(on: boolean) {
+    this.flags = on ? this.flags | PAUSED : this.flags & ~PAUSED;
+  }
+  /** Layer receives may still be armed. */
+  private get receiving(): boolean {
+    return (this.flags & RECEIVING) !== 0;
+  }
+  private set receiving(on: boolean) {
+    this.flags = on ? this.flags | RECEIVING : this.flags & ~RECEIVING;
+  }
+  /** `finish` has started. */
+  private get finishing(): boolean {
+    return (this.flags & FINISHING) !== 0;
+  }
+  private set finishing(on: boolean) {
+    this.flags = on ? this.flags | FINISHING : this.flags & ~FINISHING;
+  }
+  /** `finish` is over: `done` resolves at once. */
+  private get over(): boolean {
+    return (this.flags & OVER) !== 0;
+  }
+  private set over(on: boolean) {
+    this.flags = on ? this.flags | OVER : this.flags & ~OVER;
   }
 
   constructor(Class: ConsumerClassLike & (new () => C), opts: RunnerOptions) {
