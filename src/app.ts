@@ -14,7 +14,7 @@ import type { Logger } from './logger.js';
 import type { ChannelLayer } from './layers/index.js';
 import { createConsumerServer } from './hono/index.js';
 import {
-  createCallConsumer, iceServersFor, SeatWatch, isCallId, randomId, safeEqual, Seats, signAccessToken, SignalingMetrics,
+  createCallConsumer, iceServersFor, RateLimit, SeatWatch, isCallId, randomId, safeEqual, Seats, signAccessToken, SignalingMetrics,
   type CallDeps,
 } from './signaling/index.js';
 
@@ -52,7 +52,9 @@ export function buildApp(config: Readonly<Config>, layer: ChannelLayer & { kind?
   const metrics = new SignalingMetrics();
   const seats = new Seats(layer, { maxPeers: config.maxPeers, ttl: 86_400 });
   const watch = new SeatWatch(layer, seats, config.resumeGrace * 1000, logger);
-  const deps: CallDeps = { config, metrics, seats, watch, perAddress: new Map(), localCalls: new Map() };
+  const deps: CallDeps = {
+    config, metrics, seats, watch, rateLimit: new RateLimit(config.rateLimit, config.rateBurst), perAddress: new Map(), localCalls: new Map(),
+  };
   const consumers = createConsumerServer({
     app,
     layer,

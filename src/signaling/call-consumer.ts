@@ -14,7 +14,7 @@ import { iceServersFor } from './ice.js';
 import { isCallId } from './ids.js';
 import type { SignalingMetrics } from './metrics.js';
 import { ERRORS, errorMessage, parseClientMessage, type ErrorCode } from './protocol.js';
-import { TokenBucket } from './rate-limit.js';
+import { RateLimit } from './rate-limit.js';
 import type { SeatWatch } from './grace.js';
 import { names, Seats, type Seat } from './seats.js';
 import { checkAccessToken } from './tokens.js';
@@ -26,6 +26,8 @@ export interface CallDeps {
   seats: Seats;
   /** Grace periods of dropped seats in calls this worker has peers in. */
   watch: SeatWatch;
+  /** The message rate each connection is held to (config's rateLimit and rateBurst). */
+  rateLimit: RateLimit;
   /** Open connections per client address on this worker. */
   perAddress: Map<string, number>;
   /** Calls with peers on this worker, and how many. */
@@ -137,7 +139,8 @@ export class CallConsumer extends JsonWebsocketConsumer {
      * replaced on each change (exactly its size; iterating an old one stays safe), not a Set.
      */
     private peers: readonly string[] = NO_PEERS;
-    private readonly bucket = new TokenBucket(this.config.rateLimit, this.config.rateBurst);
+    /** This connection's time in the shared rate limit (see RateLimit). */
+    private rateTime = 0;
     private strikes = 0;
     private answeredTooLarge = false;
     private listening = false;
@@ -220,12 +223,14 @@ export class CallConsumer extends JsonWebsocketConsumer {
         return this.refuse('too-large', `A message may be at most ${this.config.maxMessageBytes} bytes; this one was ${size}.`);
       }
       if (!this.seat || this.gone) return RESOLVED;
-      if (!this.bucket.take()) {
+      const rateTime = this.deps.rateLimit.pass(this.rateTime);
+      if (rateTime === undefined) {
         this.strikes += 1;
         if (this.strikes >= RATE_STRIKES) return this.refuse('rate-limited', `Too many messages: the limit is ${this.config.rateLimit} a second.`);
         if (this.strikes <= 3) return this.error('rate-limited', `Message dropped: the limit is ${this.config.rateLimit} messages a second.`);
         return RESOLVED;
       }
+      this.rateTime = rateTime;
       this.strikes = 0;
       // Read by `relay` before its first await: a handler's body runs at once up to there.
       this.frameText = frame.text;

@@ -5,6 +5,6 @@ export { iceServersFor, turnCredentials, type IceServer, type IceConfig } from '
 export { signAccessToken, checkAccessToken } from './tokens.js';
 export { isCallId, randomId, safeEqual, CALL_ID, makeResumeToken, parseResumeToken } from './ids.js';
 export { ERRORS, errorMessage, parseClientMessage, type ErrorCode } from './protocol.js';
-export { TokenBucket } from './rate-limit.js';
+export { RateLimit } from './rate-limit.js';
 export { SignalingMetrics } from './metrics.js';
 export { SeatWatch } from './grace.js';

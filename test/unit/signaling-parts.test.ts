@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InMemoryChannelLayer } from '../../src/layers/index.js';
 import {
-  checkAccessToken, iceServersFor, parseClientMessage, parseResumeToken, readSeat, Seats, signAccessToken, TokenBucket, turnCredentials,
+  checkAccessToken, iceServersFor, parseClientMessage, parseResumeToken, readSeat, Seats, signAccessToken, RateLimit, turnCredentials,
 } from '../../src/signaling/index.js';
 import { withFrom } from '../../src/signaling/call-consumer.js';
 import { MAX_DEPTH, quickAccepts, schemaAccepts } from '../../src/signaling/protocol.js';
@@ -42,12 +42,37 @@ describe('access tokens', () => {
   });
 });
 
-describe('the token bucket', () => {
-  it('lets a burst through, then refuses until tokens refill; a rate of 0 never refuses', () => {
-    const b = new TokenBucket(1, 3);
-    expect([b.take(), b.take(), b.take(), b.take()]).toEqual([true, true, true, false]);
-    const off = new TokenBucket(0, 1);
-    for (let i = 0; i < 1000; i++) expect(off.take()).toBe(true);
+describe('the rate limit', () => {
+  /** Sends at the given times (ms) from one sender; which passed. */
+  function sends(limit: RateLimit, times: number[]): boolean[] {
+    let time = 0;
+    return times.map((now) => {
+      const next = limit.pass(time, now);
+      if (next === undefined) return false;
+      time = next;
+      return true;
+    });
+  }
+
+  it('lets a burst through, then refuses until the rate allows again, as a token bucket does', () => {
+    // 1 a second, bursts of 3: three at once, the fourth refused; one more a second later.
+    expect(sends(new RateLimit(1, 3), [1000, 1000, 1000, 1000, 1500, 2000, 2000, 5000, 5000, 5000, 5000])).toEqual([
+      true, true, true, false, false, true, false, true, true, true, false,
+    ]);
+    // A steady 10 a second passes a limit of 10 a second with no burst, and 20 a second does not.
+    expect(sends(new RateLimit(10, 1), Array.from({ length: 50 }, (_, i) => 100 + i * 100)).every(Boolean)).toBe(true);
+    const fast = sends(new RateLimit(10, 1), Array.from({ length: 50 }, (_, i) => 100 + i * 50));
+    expect(fast.filter(Boolean)).toHaveLength(25);
+  });
+
+  it('holds every sender to its own time: one sender using its burst leaves another untouched', () => {
+    const limit = new RateLimit(1, 2);
+    expect(sends(limit, [1000, 1000, 1000])).toEqual([true, true, false]);
+    expect(sends(limit, [1000, 1000, 1000])).toEqual([true, true, false]);
+  });
+
+  it('a rate of 0 never refuses', () => {
+    expect(sends(new RateLimit(0, 1), Array.from({ length: 1000 }, () => 1)).every(Boolean)).toBe(true);
   });
 });
 
