@@ -6,7 +6,9 @@ export interface Scope {
   path: string;
   /** Route parameters (`/ws/call/:callId` gives `{ callId }`). */
   params: Record<string, string>;
-  /** The query string, parsed. */
+  /** The query string as the request had it, without the "?" ('' when it had none). */
+  readonly queryString: string;
+  /** The query string, parsed (on first read: a consumer that never reads it keeps none). */
   query: URLSearchParams;
   /** The request headers (read-only; names lower-case). */
   headers: ScopeHeaders;
@@ -14,7 +16,7 @@ export interface Scope {
   client: { address: string; port?: number };
   /** The authenticated identity, set by `precheck` (undefined until then). */
   user: unknown;
-  /** Per-connection data `precheck` leaves for the consumer. */
+  /** Per-connection data `precheck` leaves for the consumer (made on first read). */
   state: Record<string, unknown>;
   /** The request method (`GET` for WebSockets). */
   method?: string;
@@ -145,20 +147,93 @@ export function parseSubprotocols(header: string | null | undefined): string[] {
   return header.split(',').map((p) => p.trim()).filter((p) => p.length > 0);
 }
 
+/**
+ * A scope's `state` before anything is stored in it. V8 gives an `{}` literal room for four
+ * properties inside the object; instances of a class shrink to the fields they were seen to use
+ * (none, for most connections), and a property added later still works.
+ */
+class ScopeState {}
+
+/** What a RequestScope is made of. */
+export interface RequestScopeFields {
+  type: Scope['type'];
+  path: string;
+  params: Record<string, string>;
+  /** Without the "?". */
+  queryString: string;
+  headers: ScopeHeaders;
+  client: Scope['client'];
+  method: string;
+  subprotocols: readonly string[];
+}
+
+/**
+ * The Scope the bindings (and `createScope`) build. A scope lives as long as its connection, so
+ * what most connections never read is made on first read: `query` (parsed from `queryString`)
+ * and `state`. Both can still be replaced, as plain fields can.
+ */
+export class RequestScope implements Scope {
+  type: Scope['type'];
+  path: string;
+  params: Record<string, string>;
+  readonly queryString: string;
+  headers: ScopeHeaders;
+  client: Scope['client'];
+  user: unknown = undefined;
+  method: string;
+  subprotocols: readonly string[];
+  #query: URLSearchParams | undefined;
+  #state: Record<string, unknown> | undefined;
+
+  constructor(fields: RequestScopeFields) {
+    this.type = fields.type;
+    this.path = fields.path;
+    this.params = fields.params;
+    this.queryString = fields.queryString;
+    this.headers = fields.headers;
+    this.client = fields.client;
+    this.method = fields.method;
+    this.subprotocols = fields.subprotocols;
+  }
+
+  get query(): URLSearchParams {
+    return (this.#query ??= new URLSearchParams(this.queryString));
+  }
+
+  set query(query: URLSearchParams) {
+    this.#query = query;
+  }
+
+  get state(): Record<string, unknown> {
+    return (this.#state ??= new ScopeState() as Record<string, unknown>);
+  }
+
+  set state(state: Record<string, unknown>) {
+    this.#state = state;
+  }
+}
+
+/** One query parameter, read without keeping a parsed query on the scope. */
+export function queryParam(scope: Scope, name: string): string | null {
+  return scope.queryString === '' ? null : new URLSearchParams(scope.queryString).get(name);
+}
+
 /** Builds a Scope from the parts given (used by the communicator and by tests). */
 export function createScope(init: ScopeInit = {}): Scope {
   const headers = new ScopeHeaders(init.headers);
-  const subprotocols = init.subprotocols ?? parseSubprotocols(headers.get('sec-websocket-protocol'));
-  return {
+  const query = init.query instanceof URLSearchParams ? init.query : new URLSearchParams(init.query ?? '');
+  const scope = new RequestScope({
     type: init.type ?? 'websocket',
     path: init.path ?? '/',
     params: { ...init.params },
-    query: init.query instanceof URLSearchParams ? init.query : new URLSearchParams(init.query ?? ''),
+    queryString: query.toString(),
     headers,
     client: init.client ?? { address: '127.0.0.1' },
-    user: init.user,
-    state: init.state ?? {},
     method: init.method ?? 'GET',
-    subprotocols,
-  };
+    subprotocols: init.subprotocols ?? parseSubprotocols(headers.get('sec-websocket-protocol')),
+  });
+  if (init.query instanceof URLSearchParams) scope.query = init.query;
+  scope.user = init.user;
+  if (init.state) scope.state = init.state;
+  return scope;
 }

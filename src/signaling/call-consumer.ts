@@ -7,7 +7,7 @@
  * (`call.<callId>.<peerId>`) that outlives connections: signals to a peer whose socket dropped
  * wait there, in order, until it resumes on any worker or the grace period ends.
  */
-import { JsonWebsocketConsumer, RESOLVED, type Scope } from '../consumers/index.js';
+import { JsonWebsocketConsumer, RESOLVED, queryParam, type Scope } from '../consumers/index.js';
 import type { ChannelLayer, Message, RosterEntry } from '../layers/index.js';
 import type { Config } from '../config.js';
 import { iceServersFor } from './ice.js';
@@ -95,7 +95,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
         return refuse(403, 'unauthorized', 'WebSocket connections from this origin are not allowed.');
       }
       if (config.accessTokenSecret) {
-        const why = checkAccessToken(config.accessTokenSecret, scope.query.get('token') ?? undefined, callId);
+        const why = checkAccessToken(config.accessTokenSecret, queryParam(scope, 'token') ?? undefined, callId);
         if (why) {
           metrics.errors.inc({ code: 'unauthorized' });
           return refuse(401, 'unauthorized', `Refused: ${why}.`);
@@ -156,7 +156,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
       const control = await this.channelLayer.newChannel('conn');
       this.callId = this.scope.params.callId!;
       this.count(+1);
-      const token = this.scope.query.get('resume');
+      const token = queryParam(this.scope, 'resume');
       if (token !== null) {
         const result = await this.seats.resume(this.callId, token, control);
         if (!result) {

@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { InMemoryChannelLayer } from '../../src/layers/index.js';
-import { JsonWebsocketConsumer, ScopeHeaders, createScope, type Scope } from '../../src/consumers/index.js';
+import { JsonWebsocketConsumer, ScopeHeaders, createScope, queryParam, type Scope } from '../../src/consumers/index.js';
 import { openClient, startServer, type TestServer } from '../hono/support.js';
 
 describe('ScopeHeaders', () => {
@@ -93,5 +93,55 @@ describe('a WebSocket scope', () => {
     expect(headers.get('upgrade')?.toLowerCase()).toBe('websocket');
     expect(headers.get('host')).toBe(`127.0.0.1:${server.port}`);
     c.ws.close();
+  });
+
+  it('carries the path, its own route params and the query string, parsed when read', async () => {
+    const scopes: Scope[] = [];
+    class Recorder extends JsonWebsocketConsumer {
+      override async connect(): Promise<void> {
+        scopes.push(this.scope);
+        await this.accept();
+      }
+    }
+    layer = new InMemoryChannelLayer();
+    server = await startServer(layer, (consumers) => consumers.websocket('/ws/:room/:part', Recorder));
+    const c = await openClient(`${server.wsUrl}/ws/r%C3%A9/x?a=1&b=two%20words&a=3`);
+    const d = await openClient(`${server.wsUrl}/ws/r2/y`);
+    const [withQuery, without] = scopes as [Scope, Scope];
+    expect(withQuery.path).toBe('/ws/r%C3%A9/x');
+    expect(withQuery.params).toEqual({ room: 'ré', part: 'x' });
+    expect(withQuery.queryString).toBe('a=1&b=two%20words&a=3');
+    expect(queryParam(withQuery, 'b')).toBe('two words');
+    expect(queryParam(withQuery, 'missing')).toBeNull();
+    expect(withQuery.query.getAll('a')).toEqual(['1', '3']);
+    expect(withQuery.query).toBe(withQuery.query); // parsed once, then kept: changes to it stay
+    withQuery.query.set('c', '4');
+    expect(withQuery.query.get('c')).toBe('4');
+    expect(without.queryString).toBe('');
+    expect(queryParam(without, 'a')).toBeNull();
+    expect([...without.query]).toEqual([]);
+    // state: made on first read, then kept; a precheck's replacement stays too.
+    without.state.plan = 'free';
+    expect(without.state).toEqual({ plan: 'free' });
+    without.state = { other: 1 };
+    expect(without.state).toEqual({ other: 1 });
+    c.ws.close();
+    d.ws.close();
+  });
+});
+
+describe('createScope', () => {
+  it('takes the query as a string, a record or a URLSearchParams (kept as given), and fills in neutral defaults', () => {
+    expect(createScope({ query: '?x=1' }).queryString).toBe('x=1');
+    expect(createScope({ query: { y: 'a b' } }).query.get('y')).toBe('a b');
+    const given = new URLSearchParams('z=9');
+    const scope = createScope({ query: given, user: 'u', state: { s: 1 } });
+    expect(scope.query).toBe(given);
+    expect(scope.queryString).toBe('z=9');
+    expect([scope.user, scope.state]).toEqual(['u', { s: 1 }]);
+    const plain = createScope();
+    expect([plain.type, plain.path, plain.queryString, plain.method, plain.client.address, plain.user]).toEqual(['websocket', '/', '', 'GET', '127.0.0.1', undefined]);
+    expect(plain.subprotocols).toEqual([]);
+    expect(plain.state).toEqual({});
   });
 });
