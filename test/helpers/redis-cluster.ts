@@ -165,29 +165,49 @@ export async function startRedisCluster(opts: ClusterOptions = {}): Promise<Redi
   };
 
   try {
-    for (let i = 0; i < masters * (1 + replicas); i++) {
-      const port = await freePort();
-      const busPort = await freePort();
-      const proc = spawn(
-        'redis-server',
-        [
-          '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-port', String(busPort),
-          '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', String(nodeTimeout),
-          '--dir', dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no',
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      logs.set(port, '');
-      proc.stdout!.on('data', (d: Buffer) => logs.set(port, `${logs.get(port)}${d.toString()}`));
-      proc.stderr!.on('data', (d: Buffer) => logs.set(port, `${logs.get(port)}${d.toString()}`));
-      const node: ClusterNode = { port, url: `redis://127.0.0.1:${port}`, id: '', process: proc, alive: true };
-      proc.once('exit', () => (node.alive = false));
-      nodes.push(node);
-    }
-    for (const n of nodes) {
-      await waitUntil(`redis-server on ${n.port} to answer PING (log: ${logs.get(n.port)})`, async () => (await cliAt(n.port, ['PING'])).trim() === 'PONG', 10_000);
-      n.id = (await cliAt(n.port, ['CLUSTER', 'MYID'])).trim();
-    }
+    /**
+     * Starts one node and waits for its PING. Its two ports were free a moment ago, but another
+     * test's process may take one first (a client's outgoing connection can too): a node that
+     * exits at once is started again on fresh ports.
+     */
+    const startNode = async (): Promise<void> => {
+      for (let attempt = 1; ; attempt++) {
+        const port = await freePort();
+        const busPort = await freePort();
+        const proc = spawn(
+          'redis-server',
+          [
+            '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-port', String(busPort),
+            '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', String(nodeTimeout),
+            '--dir', dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no',
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        );
+        logs.set(port, '');
+        proc.stdout!.on('data', (d: Buffer) => logs.set(port, `${logs.get(port)}${d.toString()}`));
+        proc.stderr!.on('data', (d: Buffer) => logs.set(port, `${logs.get(port)}${d.toString()}`));
+        const node: ClusterNode = { port, url: `redis://127.0.0.1:${port}`, id: '', process: proc, alive: true };
+        proc.once('exit', () => (node.alive = false));
+        nodes.push(node);
+        try {
+          const deadline = Date.now() + 10_000;
+          for (;;) {
+            if (!node.alive) throw new Error(`redis-server on ${port} exited at start`);
+            if ((await cliAt(port, ['PING']).catch(() => '')).trim() === 'PONG') break;
+            if (Date.now() > deadline) throw new Error(`Redis Cluster: timed out after 10000 ms waiting for redis-server on ${port} to answer PING`);
+            await sleep(100);
+          }
+          node.id = (await cliAt(port, ['CLUSTER', 'MYID'])).trim();
+          return;
+        } catch (err) {
+          const log = tail(logs.get(port));
+          if (node.alive || attempt === 3) throw new Error(`${(err as Error).message}; its log ends:\n${log}`);
+          nodes.splice(nodes.indexOf(node), 1);
+          console.log(`[cluster] redis-server on ${port} exited at start (try ${attempt}); starting it on fresh ports. Its log ends:\n${log}`);
+        }
+      }
+    };
+    for (let i = 0; i < masters * (1 + replicas); i++) await startNode();
     await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', String(replicas), '--cluster-yes'], { timeout: 30_000 });
   } catch (err) {
     await stop();

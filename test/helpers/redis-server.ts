@@ -128,9 +128,9 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   if (!hasRedisServer()) throw new Error('redis-server is not on PATH');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'callsig-redis-'));
   directories.add(dir);
-  const port = await freePort();
+  let port = await freePort();
   const certs = options.tls ? makeCertificates(dir) : undefined;
-  const args = [
+  const argsFor = (port: number): string[] => [
     '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'no',
     ...(certs
       ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', certs.cert, '--tls-key-file', certs.key,
@@ -138,6 +138,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       : ['--port', String(port)]),
     ...(options.args ?? []),
   ];
+  let args = argsFor(port);
   let child: ChildProcess | undefined;
 
   const start = async (): Promise<void> => {
@@ -189,7 +190,18 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     await exited;
   };
 
-  await start();
+  // The port was free a moment ago; another test's process (or a client's outgoing connection)
+  // may take it first. Then the first start only, never a restart, moves to a fresh port.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      break;
+    } catch (err) {
+      if (attempt === 3 || !/Address already in use/i.test((err as Error).message)) throw err;
+      port = await freePort();
+      args = argsFor(port);
+    }
+  }
   return {
     url: `${certs ? 'rediss' : 'redis'}://127.0.0.1:${port}`,
     port,
