@@ -75,45 +75,95 @@ interface Fence {
   drained: Item[] | undefined;
 }
 
-/** What this instance knows and does about one channel. */
-interface Inbox {
-  readonly channel: string;
+/** No undelivered items: one empty list for every inbox that has none (most, most of the time). */
+const NO_ITEMS: Item[] = Object.freeze([]) as unknown as Item[];
+
+/** The yes/no state of an Inbox, one bit each of `Inbox.flags` (read and written as booleans). */
+const INBOX_FLAGS = {
   /** A process-specific channel of this instance (held by its name); else a normal channel. */
-  readonly specific: boolean;
-  readonly shard: number;
-  readonly capacity: number;
-  /** Undelivered messages, in sequence order. */
-  items: Item[];
-  /** Pending receives, oldest first. */
-  waiters: MessageSink[];
+  specific: 1,
   /** Normal channels: Redis names us the holder (as far as we know). */
-  owned: boolean;
+  owned: 2,
   /** We parked the channel: waiting for `parkTarget` arrivals before releasing. */
-  parked: boolean;
-  parkTarget: number;
+  parked: 4,
   /** Redis may have stored messages for this channel: drain before delivering. */
-  remote: boolean;
+  remote: 8,
   /** An N or L notice came while a claim was in flight: it may tell of a message stored after the claim drained, so drain again. */
-  renotified: boolean;
+  renotified: 16,
   /** A script for this inbox is in flight. */
-  busy: boolean;
-  fence: Fence | undefined;
+  busy: 32,
   /** The subscription dropped while a claim was in flight: its result is not to be trusted. */
-  stale: boolean;
+  stale: 64,
   /** Our claim found another live holder; its release wakes us. */
-  waitingForHolder: boolean;
+  waitingForHolder: 128,
   /** A release notice came while a claim was in flight. */
-  claimable: boolean;
+  claimable: 256,
   /** Counting messages published to us since our claim's fence. */
-  counting: boolean;
-  arrivals: number;
+  counting: 512,
   /** Release now rather than after the linger (a receive was aborted, or the layer closes). */
-  releaseNow: boolean;
+  releaseNow: 1024,
+} as const;
+
+/**
+ * What this instance knows and does about one channel: one per channel it receives from, for as
+ * long as it does (an idle peer's two), so kept small. Its eleven yes/no states share one field
+ * (`INBOX_FLAGS`, read and written through accessors as booleans), and an inbox with nothing
+ * undelivered shares NO_ITEMS.
+ */
+class Inbox {
+  /** Undelivered messages, in sequence order (NO_ITEMS when none; see `addItem`). */
+  items: Item[] = NO_ITEMS;
+  /** Pending receives, oldest first. */
+  waiters: MessageSink[] = [];
+  parkTarget = 0;
+  fence: Fence | undefined = undefined;
+  arrivals = 0;
   /** What is due when (`later`); the timer may be armed for earlier, and then arms itself again. */
-  due: (() => void) | undefined;
-  dueAt: number;
-  timer: NodeJS.Timeout | undefined;
-  timerAt: number;
+  due: (() => void) | undefined = undefined;
+  dueAt = 0;
+  timer: NodeJS.Timeout | undefined = undefined;
+  timerAt = 0;
+  flags: number;
+  declare readonly specific: boolean;
+  declare owned: boolean;
+  declare parked: boolean;
+  declare remote: boolean;
+  declare renotified: boolean;
+  declare busy: boolean;
+  declare stale: boolean;
+  declare waitingForHolder: boolean;
+  declare claimable: boolean;
+  declare counting: boolean;
+  declare releaseNow: boolean;
+
+  constructor(readonly channel: string, specific: boolean, readonly shard: number, readonly capacity: number, remote: boolean) {
+    this.flags = (specific ? INBOX_FLAGS.specific : 0) | (remote ? INBOX_FLAGS.remote : 0);
+  }
+
+  static {
+    for (const [name, bit] of Object.entries(INBOX_FLAGS)) {
+      Object.defineProperty(Inbox.prototype, name, {
+        get(this: Inbox): boolean {
+          return (this.flags & bit) !== 0;
+        },
+        set(this: Inbox, on: boolean): void {
+          this.flags = on ? this.flags | bit : this.flags & ~bit;
+        },
+      });
+    }
+  }
+}
+
+/** Adds an undelivered item to an inbox, keeping sequence order (almost always an append). */
+function addItem(inbox: Inbox, item: Item): void {
+  if (inbox.items === NO_ITEMS) {
+    inbox.items = [item];
+    return;
+  }
+  const items = inbox.items;
+  let i = items.length;
+  while (i > 0 && items[i - 1]!.seq > item.seq) i--;
+  items.splice(i, 0, item);
 }
 
 /**
@@ -193,12 +243,6 @@ function memberOf(item: Item): Buffer {
   return Buffer.concat([Buffer.from(`${item.seq}\n${item.expiresAt}\n`, 'latin1'), item.entry]);
 }
 
-/** Inserts an item keeping sequence order (almost always an append). */
-function insertBySeq(items: Item[], item: Item): void {
-  let i = items.length;
-  while (i > 0 && items[i - 1]!.seq > item.seq) i--;
-  items.splice(i, 0, item);
-}
 
 function roster(reply: unknown): RosterEntry[] {
   const flat = asArray(reply);
@@ -376,7 +420,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
     this.rosterMembers.clear();
     for (const inbox of this.inboxes.values()) {
       // Our claims were deleted with everything else: claim again for whoever is waiting.
-      inbox.items = [];
+      inbox.items = NO_ITEMS;
       inbox.remote = false;
       inbox.owned = false;
       inbox.parked = false;
@@ -397,7 +441,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
     await this.settleInflight();
     for (const inbox of this.inboxes.values()) {
       // A claim whose fence never came: keep what it drained.
-      for (const item of inbox.fence?.drained ?? []) insertBySeq(inbox.items, item);
+      for (const item of inbox.fence?.drained ?? []) addItem(inbox, item);
       inbox.fence = undefined;
     }
     // Hand back the normal channels we hold, with what we buffered for them, so another
@@ -435,31 +479,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
     let inbox = this.inboxes.get(channel);
     if (inbox) return inbox;
     const specific = layerIdOf(channel) === this.id;
-    inbox = {
-      channel,
-      specific,
-      shard: this.shardOf(channel),
-      capacity: this.capacityOf(channel),
-      items: [],
-      waiters: [],
-      owned: false,
-      parked: false,
-      parkTarget: 0,
-      remote: specific ? !this.clean.has(channel) : true,
-      renotified: false,
-      busy: false,
-      fence: undefined,
-      stale: false,
-      waitingForHolder: false,
-      claimable: false,
-      counting: false,
-      arrivals: 0,
-      releaseNow: false,
-      due: undefined,
-      dueAt: 0,
-      timer: undefined,
-      timerAt: 0,
-    };
+    inbox = new Inbox(channel, specific, this.shardOf(channel), this.capacityOf(channel), specific ? !this.clean.has(channel) : true);
     this.clean.delete(channel);
     this.inboxes.set(channel, inbox);
     return inbox;
@@ -500,6 +520,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       }
       this.deliverTo(waiter, bytes);
     }
+    if (inbox.items.length === 0) inbox.items = NO_ITEMS; // an emptied list keeps its grown storage
   }
 
   /** No receive is waiting: release, spill, or forget the inbox, now or after a linger. */
@@ -595,7 +616,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
     this.fences.delete(fence.token);
     inbox.fence = undefined;
     for (const item of fence.drained) {
-      if (!this.recent.check(inbox.channel, item.entry.subarray(0, ID_BYTES))) insertBySeq(inbox.items, item);
+      if (!this.recent.check(inbox.channel, item.entry.subarray(0, ID_BYTES))) addItem(inbox, item);
     }
     inbox.busy = false;
     if (inbox.stale) {
@@ -736,7 +757,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
     for (const [channel, seq] of targets) {
       if (this.recent.check(channel, id)) continue;
       const inbox = this.inboxFor(channel);
-      insertBySeq(inbox.items, { seq, expiresAt, entry });
+      addItem(inbox, { seq, expiresAt, entry });
       if (inbox.counting) inbox.arrivals++;
       if (inbox.busy) continue;
       if (inbox.parked && inbox.arrivals >= inbox.parkTarget) this.release(inbox, false);
