@@ -12,10 +12,84 @@ import type { LayerOptions, Message, MessageSink, RosterChangeOptions, RosterEnt
 /** What a queue keeps: the codec's bytes, or a checked copy of the message (`copyMessage`). */
 type Stored = Uint8Array | Message;
 
-interface Queue {
-  items: Array<{ stored: Stored; expiresAt: number }>;
-  /** Pending receives, oldest first (an idle connection's consumer keeps one per channel it reads). */
-  waiters: MessageSink[];
+interface QueuedItem {
+  stored: Stored;
+  expiresAt: number;
+}
+
+/** No queued messages: one empty list shared by every queue that has none (most, most of the time). */
+const NO_ITEMS: QueuedItem[] = Object.freeze([]) as unknown as QueuedItem[];
+
+/**
+ * A channel's queue: messages waiting for a receive, or receives waiting for a message. There is
+ * one for each channel a consumer reads (two per idle peer here), for as long as it reads it, so
+ * it keeps its one usual pending receive in a field rather than a list, and shares NO_ITEMS
+ * while it holds no message.
+ */
+class Queue {
+  /** Messages not yet received, oldest first. */
+  items: QueuedItem[] = NO_ITEMS;
+  /** The oldest pending receive. */
+  private waiter: MessageSink | undefined = undefined;
+  /** Further pending receives, in order after `waiter` (only when several wait on one channel). */
+  private more: MessageSink[] | undefined = undefined;
+
+  get idle(): boolean {
+    return this.items.length === 0 && this.waiter === undefined;
+  }
+
+  addItem(item: QueuedItem): void {
+    if (this.items === NO_ITEMS) this.items = [item];
+    else this.items.push(item);
+  }
+
+  takeItem(): QueuedItem | undefined {
+    if (this.items.length === 0) return undefined;
+    const item = this.items.shift();
+    if (this.items.length === 0) this.items = NO_ITEMS; // an emptied list keeps its grown storage
+    return item;
+  }
+
+  /** Drops the first `n` messages. */
+  dropItems(n: number): void {
+    if (n >= this.items.length) this.items = NO_ITEMS;
+    else if (n > 0) this.items.splice(0, n);
+  }
+
+  addWaiter(sink: MessageSink): void {
+    if (this.waiter === undefined) this.waiter = sink;
+    else (this.more ??= []).push(sink);
+  }
+
+  /** The oldest pending receive, taken off the queue. */
+  takeWaiter(): MessageSink | undefined {
+    const waiter = this.waiter;
+    if (waiter !== undefined) {
+      this.waiter = this.more?.shift();
+      if (this.more?.length === 0) this.more = undefined;
+    }
+    return waiter;
+  }
+
+  /** Withdraws a pending receive; false when it was not pending here. */
+  removeWaiter(sink: MessageSink): boolean {
+    if (this.waiter === sink) {
+      this.takeWaiter();
+      return true;
+    }
+    const i = this.more ? this.more.indexOf(sink) : -1;
+    if (i === -1) return false;
+    this.more!.splice(i, 1);
+    if (this.more!.length === 0) this.more = undefined;
+    return true;
+  }
+
+  /** Takes every pending receive off the queue, oldest first. */
+  takeWaiters(): MessageSink[] {
+    const all: MessageSink[] = [];
+    for (let w = this.takeWaiter(); w !== undefined; w = this.takeWaiter()) all.push(w);
+    return all;
+  }
 }
 
 interface Roster {
@@ -75,7 +149,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   /** Hands a message to a waiting receiver or queues it; false when the channel is full. */
   private deliver(channel: string, stored: Stored, capacity: number): boolean {
     const queue = this.queues.get(channel);
-    const waiter = queue?.waiters.shift();
+    const waiter = queue?.takeWaiter();
     if (waiter) {
       this.deliverTo(waiter, stored);
       // The queue stays for the receiver's next receive (usually at once); the sweep drops it if not.
@@ -86,7 +160,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     const q = queue ?? this.newQueue(channel);
     this.dropExpired(q, now);
     if (q.items.length >= capacity) return false;
-    q.items.push({ stored, expiresAt: now + this.options.expiry * 1000 });
+    q.addItem({ stored, expiresAt: now + this.options.expiry * 1000 });
     this.scheduleSweep();
     return true;
   }
@@ -94,11 +168,9 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   protected storeReceive(channel: string, sink: MessageSink): void {
     const q = this.queues.get(channel) ?? this.newQueue(channel);
     this.dropExpired(q, Date.now());
-    const item = q.items.shift();
+    const item = q.takeItem();
     if (!item) {
-      // Usually the only one: an exact-size array, where a push would make room for 17.
-      if (q.waiters.length === 0) q.waiters = [sink];
-      else q.waiters.push(sink);
+      q.addWaiter(sink);
       return;
     }
     this.forgetIfIdle(channel, q);
@@ -107,10 +179,8 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
 
   protected storeCancel(channel: string, sink: MessageSink): boolean {
     const q = this.queues.get(channel);
-    const i = q ? q.waiters.indexOf(sink) : -1;
-    if (i === -1) return false;
-    q!.waiters.splice(i, 1);
-    this.forgetIfIdle(channel, q!);
+    if (!q?.removeWaiter(sink)) return false;
+    this.forgetIfIdle(channel, q);
     return true;
   }
 
@@ -188,7 +258,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   }
 
   protected async storeFlush(): Promise<void> {
-    for (const q of this.queues.values()) q.items.length = 0;
+    for (const q of this.queues.values()) q.dropItems(q.items.length);
     for (const [channel, q] of this.queues) this.forgetIfIdle(channel, q);
     this.groups.clear();
     this.rosters.clear();
@@ -198,14 +268,14 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     clearTimeout(this.sweeper);
     this.sweeper = undefined;
     const err = new LayerClosed();
-    for (const q of this.queues.values()) for (const w of q.waiters.splice(0)) w.fail(err);
+    for (const q of this.queues.values()) for (const w of q.takeWaiters()) w.fail(err);
     this.queues.clear();
     this.groups.clear();
     this.rosters.clear();
   }
 
   private newQueue(channel: string): Queue {
-    const q: Queue = { items: [], waiters: [] };
+    const q = new Queue();
     this.queues.set(channel, q);
     return q;
   }
@@ -213,12 +283,12 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   private dropExpired(q: Queue, now: number): void {
     let n = 0;
     while (n < q.items.length && q.items[n]!.expiresAt <= now) n++;
-    if (n > 0) q.items.splice(0, n);
+    q.dropItems(n);
   }
 
   /** Drops a channel's queue once it holds nothing and nobody waits on it. */
   private forgetIfIdle(channel: string, q: Queue): void {
-    if (q.items.length === 0 && q.waiters.length === 0 && this.queues.get(channel) === q) this.queues.delete(channel);
+    if (q.idle && this.queues.get(channel) === q) this.queues.delete(channel);
   }
 
   private liveRoster(name: string): Roster | undefined {

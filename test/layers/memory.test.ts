@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { RESOLVED } from '../../src/consumers/index.js';
-import { InMemoryChannelLayer, InvalidChannelLayerError, RedisChannelLayer, SETTLED, createChannelLayer } from '../../src/layers/index.js';
+import { InMemoryChannelLayer, InvalidChannelLayerError, RedisChannelLayer, SETTLED, createChannelLayer, type Message, type MessageSink } from '../../src/layers/index.js';
 import { describeChannelLayer } from './conformance.js';
 
 describeChannelLayer('InMemory', { make: (options) => new InMemoryChannelLayer(options), shared: false });
@@ -41,5 +41,38 @@ describe('InMemory send', () => {
     } finally {
       await layer.close();
     }
+  });
+});
+
+describe('InMemory receives waiting on one channel', () => {
+  /** A sink that records what it was handed, and how it failed. */
+  function sink(name: string, log: string[]): MessageSink {
+    return { deliver: (m: Message) => log.push(`${name}:${String(m.n)}`), fail: (err: unknown) => log.push(`${name}:failed ${(err as Error).name}`) };
+  }
+
+  it('are served oldest first; one withdrawn from the middle takes nothing; closing fails the rest', async () => {
+    const layer = new InMemoryChannelLayer();
+    const ch = await layer.newChannel();
+    const log: string[] = [];
+    const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((n) => sink(n, log)) as [MessageSink, MessageSink, MessageSink, MessageSink];
+    for (const s of [a, b, c, d]) layer.receiveInto(ch, s);
+    expect(layer.cancelReceive(ch, b)).toBe(true);
+    expect(layer.cancelReceive(ch, b)).toBe(false);
+    await layer.send(ch, { type: 'm', n: 1 });
+    await layer.send(ch, { type: 'm', n: 2 });
+    expect(log).toEqual(['a:1', 'c:2']);
+    expect(layer.cancelReceive(ch, a)).toBe(false); // handed its message already
+    // Messages wait when nobody receives, and go out oldest first.
+    await layer.send(ch, { type: 'm', n: 3 });
+    expect(log).toEqual(['a:1', 'c:2', 'd:3']);
+    await layer.send(ch, { type: 'm', n: 4 });
+    await layer.send(ch, { type: 'm', n: 5 });
+    layer.receiveInto(ch, a);
+    layer.receiveInto(ch, c);
+    await Promise.resolve();
+    expect(log.slice(3)).toEqual(['a:4', 'c:5']);
+    layer.receiveInto(ch, b);
+    await layer.close();
+    expect(log.slice(5)).toEqual(['b:failed LayerClosed']);
   });
 });
