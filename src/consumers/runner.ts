@@ -22,6 +22,7 @@
  * built only when something is logged.
  */
 import { requireValidChannelName, type ChannelLayer, type Message, type MessageSink } from '../layers/index.js';
+import { defineFlags } from '../layers/flags.js';
 import { bindRuntime, handlerTable, type Consumer, type ConsumerClassLike, type ConsumerRuntime } from './consumer.js';
 import { DenyConnection, StopConsumer } from './errors.js';
 import { RESOLVED } from './internal.js';
@@ -61,13 +62,8 @@ export interface RunnerOptions {
 
 const NO_HOOKS: ConsumerHooks = Object.freeze({});
 
-/** Runner flags (bits of `Runner.flags`). */
-const DRAINING = 1;
-const DRAIN_QUEUED = 2;
-const PAUSED = 4;
-const RECEIVING = 8;
-const FINISHING = 16;
-const OVER = 32;
+/** The runner's yes/no states, bits of `Runner.flags` (see defineFlags). */
+const RUNNER_FLAGS = { draining: 1, drainQueued: 2, paused: 4, receiving: 8, finishing: 16, over: 32 } as const;
 
 /**
  * A channel the consumer receives from (its own, and any it `listen`s to), and the layer's sink
@@ -136,7 +132,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   private head = 0;
   private queuedFrames = 0;
   /** The runner's yes/no state, one bit each (see the accessors below): one field, not six. */
-  private flags = RECEIVING;
+  private flags: number = RUNNER_FLAGS.receiving;
   private sources: Source[] | undefined;
   private joinedGroups: string[] | undefined;
   private donePromise: Promise<void> | undefined;
@@ -144,6 +140,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   private readonly onDone: ((runner: Runner<Consumer>) => void) | undefined;
 
   static {
+    defineFlags(Runner.prototype, RUNNER_FLAGS);
     const scheduled: Array<Runner<Consumer>> = [];
     const drainScheduled = (): void => {
       for (let i = 0; i < scheduled.length; i++) {
@@ -162,47 +159,17 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   }
 
   /** The queue is being drained. */
-  private get draining(): boolean {
-    return (this.flags & DRAINING) !== 0;
-  }
-  private set draining(on: boolean) {
-    this.flags = on ? this.flags | DRAINING : this.flags & ~DRAINING;
-  }
+  private declare draining: boolean;
   /** A drain is scheduled for the next microtask. */
-  private get drainQueued(): boolean {
-    return (this.flags & DRAIN_QUEUED) !== 0;
-  }
-  private set drainQueued(on: boolean) {
-    this.flags = on ? this.flags | DRAIN_QUEUED : this.flags & ~DRAIN_QUEUED;
-  }
+  private declare drainQueued: boolean;
   /** Client frames are paused (backpressure). */
-  private get paused(): boolean {
-    return (this.flags & PAUSED) !== 0;
-  }
-  private set paused(on: boolean) {
-    this.flags = on ? this.flags | PAUSED : this.flags & ~PAUSED;
-  }
+  private declare paused: boolean;
   /** Layer receives may still be armed. */
-  private get receiving(): boolean {
-    return (this.flags & RECEIVING) !== 0;
-  }
-  private set receiving(on: boolean) {
-    this.flags = on ? this.flags | RECEIVING : this.flags & ~RECEIVING;
-  }
+  private declare receiving: boolean;
   /** `finish` has started. */
-  private get finishing(): boolean {
-    return (this.flags & FINISHING) !== 0;
-  }
-  private set finishing(on: boolean) {
-    this.flags = on ? this.flags | FINISHING : this.flags & ~FINISHING;
-  }
+  private declare finishing: boolean;
   /** `finish` is over: `done` resolves at once. */
-  private get over(): boolean {
-    return (this.flags & OVER) !== 0;
-  }
-  private set over(on: boolean) {
-    this.flags = on ? this.flags | OVER : this.flags & ~OVER;
-  }
+  private declare over: boolean;
 
   constructor(Class: ConsumerClassLike & (new () => C), opts: RunnerOptions) {
     handlerTable(Class); // a misdeclared class fails here, before any connection work

@@ -29,6 +29,7 @@
  *    subscribers on the other masters: we claim the channel again (draining what was stored, in
  *    sequence order, duplicates dropped by id) and have the transport re-read the cluster.
  */
+import { defineFlags } from './flags.js';
 import { randomBytes } from 'node:crypto';
 import { BaseChannelLayer, randomName } from './base.js';
 import { ChannelFull, InvalidChannelLayerError, LayerClosed } from './errors.js';
@@ -141,16 +142,7 @@ class Inbox {
   }
 
   static {
-    for (const [name, bit] of Object.entries(INBOX_FLAGS)) {
-      Object.defineProperty(Inbox.prototype, name, {
-        get(this: Inbox): boolean {
-          return (this.flags & bit) !== 0;
-        },
-        set(this: Inbox, on: boolean): void {
-          this.flags = on ? this.flags | bit : this.flags & ~bit;
-        },
-      });
-    }
+    defineFlags(Inbox.prototype, INBOX_FLAGS);
   }
 }
 
