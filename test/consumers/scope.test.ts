@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { InMemoryChannelLayer } from '../../src/layers/index.js';
 import { JsonWebsocketConsumer, ScopeHeaders, createScope, queryParam, type Scope } from '../../src/consumers/index.js';
+import type { WebsocketConsumerClass } from '../../src/hono/index.js';
 import { openClient, startServer, type TestServer } from '../hono/support.js';
 
 describe('ScopeHeaders', () => {
@@ -64,6 +65,18 @@ describe('ScopeHeaders', () => {
   });
 });
 
+/** A consumer class that accepts and keeps each connection's scope. */
+function recorder(): { scopes: Scope[]; Recorder: WebsocketConsumerClass } {
+  const scopes: Scope[] = [];
+  class Recorder extends JsonWebsocketConsumer {
+    override async connect(): Promise<void> {
+      scopes.push(this.scope);
+      await this.accept();
+    }
+  }
+  return { scopes, Recorder };
+}
+
 describe('a WebSocket scope', () => {
   let server: TestServer | undefined;
   let layer: InMemoryChannelLayer | undefined;
@@ -75,13 +88,7 @@ describe('a WebSocket scope', () => {
   });
 
   it('carries the upgrade request headers', async () => {
-    const scopes: Scope[] = [];
-    class Recorder extends JsonWebsocketConsumer {
-      override async connect(): Promise<void> {
-        scopes.push(this.scope);
-        await this.accept();
-      }
-    }
+    const { scopes, Recorder } = recorder();
     layer = new InMemoryChannelLayer();
     server = await startServer(layer, (consumers) => consumers.websocket('/ws/:room', Recorder));
     const c = await openClient(`${server.wsUrl}/ws/r1`, { headers: { 'X-Trace': 'abc', Origin: 'http://example.test' } });
@@ -96,13 +103,7 @@ describe('a WebSocket scope', () => {
   });
 
   it('carries the path, its own route params and the query string, parsed when read', async () => {
-    const scopes: Scope[] = [];
-    class Recorder extends JsonWebsocketConsumer {
-      override async connect(): Promise<void> {
-        scopes.push(this.scope);
-        await this.accept();
-      }
-    }
+    const { scopes, Recorder } = recorder();
     layer = new InMemoryChannelLayer();
     server = await startServer(layer, (consumers) => consumers.websocket('/ws/:room/:part', Recorder));
     const c = await openClient(`${server.wsUrl}/ws/r%C3%A9/x?a=1&b=two%20words&a=3`);
