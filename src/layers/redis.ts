@@ -29,10 +29,10 @@
  *    subscribers on the other masters: we claim the channel again (draining what was stored, in
  *    sequence order, duplicates dropped by id) and have the transport re-read the cluster.
  */
-import { defineFlags } from './flags.js';
 import { randomBytes } from 'node:crypto';
 import { BaseChannelLayer, randomName } from './base.js';
 import { ChannelFull, InvalidChannelLayerError, LayerClosed } from './errors.js';
+import { defineFlags } from './flags.js';
 import { layerIdOf, nonLocalName } from './names.js';
 import { REDIS_KEYS } from './options.js';
 import { MessageCipher } from './redis-crypto.js';
@@ -234,7 +234,6 @@ function parseMember(member: Buffer): Item {
 function memberOf(item: Item): Buffer {
   return Buffer.concat([Buffer.from(`${item.seq}\n${item.expiresAt}\n`, 'latin1'), item.entry]);
 }
-
 
 function roster(reply: unknown): RosterEntry[] {
   const flat = asArray(reply);
