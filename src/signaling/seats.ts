@@ -3,7 +3,7 @@
  * seat's data records its resume-token digest, when it was detached (0 while a socket holds it),
  * a generation that every resume bumps, and the control channel of the connection holding it.
  */
-import type { ChannelLayer, Message, RosterEntry } from '../layers/index.js';
+import { ChannelFull, type ChannelLayer, type Message, type RosterEntry } from '../layers/index.js';
 import { makeResumeToken, parseResumeToken, randomId, safeEqual } from './ids.js';
 
 /** What a seat records. */
@@ -120,17 +120,19 @@ export class Seats {
   /**
    * Ends a call: frees every seat, and sends `notice` to the control channel of each connection
    * that held one (a seat records it), so every worker's peers hear of it. A detached seat has no
-   * connection to tell. Answers the seats the call had.
+   * connection to tell. As a group send does, a full channel is skipped, and every send is tried
+   * before another failure is thrown. Answers the seats the call had.
    */
   async end(callId: string, notice?: Message): Promise<RosterEntry[]> {
     const entries = await this.layer.rosterDelete(names.roster(callId));
     if (notice) {
-      await Promise.all(
+      const sends = await Promise.allSettled(
         entries.map((e) => {
           const seat = readSeat(e.data);
           return seat && seat.d === 0 ? this.layer.send(seat.c, notice) : undefined;
         }),
       );
+      for (const sent of sends) if (sent.status === 'rejected' && !(sent.reason instanceof ChannelFull)) throw sent.reason;
     }
     return entries;
   }

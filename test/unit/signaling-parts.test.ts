@@ -183,6 +183,27 @@ describe('seats', () => {
     expect(await seats.leave('c1', a.peerId, resumed.seat.data)).toHaveLength(1);
   });
 
+  it('end the call: the notice goes to the control channel of each attached seat, a full one is skipped, a detached seat is not told', async () => {
+    layer = new InMemoryChannelLayer({ capacity: 1 });
+    const seats = new Seats(layer, { maxPeers: 3, ttl: 60 });
+    const [full, open, away] = await Promise.all(['full', 'open', 'away'].map((name) => layer.newChannel(name)));
+    await seats.join('c1', full!);
+    await seats.join('c1', open!);
+    const gone = (await seats.join('c1', away!))!;
+    expect(await seats.detach(gone)).toBeDefined();
+    await layer.send(full!, { type: 'earlier' }); // its one place is taken
+    const ended = await seats.end('c1', { type: 'call.ended', reason: 'r' });
+    expect(ended.map((e) => e.member)).toHaveLength(3);
+    expect(await layer.receive(open!)).toEqual({ type: 'call.ended', reason: 'r' });
+    expect(await layer.receive(full!)).toEqual({ type: 'earlier' });
+    const nothing = { type: 'nothing' };
+    for (const ch of [full!, away!]) {
+      await layer.send(ch, nothing);
+      expect(await layer.receive(ch)).toEqual(nothing); // no notice was queued before it
+    }
+    expect(await seats.list('c1')).toEqual([]);
+  });
+
   it('keep exactly one of two peers polite however peers come and go', async () => {
     layer = new InMemoryChannelLayer();
     const seats = new Seats(layer, { maxPeers: 2, ttl: 60 });
