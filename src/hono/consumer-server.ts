@@ -19,7 +19,7 @@ import {
 import { resolveServerOptions, type ConsumerServerOptions, type ResolvedServerOptions } from './options.js';
 import { scopeFromContext } from './scope.js';
 import { StreamingResponse } from './http-transport.js';
-import { NodeWsTransport } from './ws-transport.js';
+import { monotonicMs, NodeWsTransport } from './ws-transport.js';
 
 /** A WebsocketConsumer class a route can serve. */
 export type WebsocketConsumerClass = ConsumerClassLike & PrecheckClass & (new () => WebsocketConsumer);
@@ -136,12 +136,13 @@ async function readBody(c: Context, limit: number): Promise<Uint8Array | null> {
 class Heartbeat {
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly sockets: Set<NodeWsTransport>, private readonly interval: number, private readonly timeout: number, private readonly log: Logger) {}
+  /** `sockets`: every transport of the server, open or not yet (only open ones are pinged). */
+  constructor(private readonly sockets: ReadonlyMap<unknown, NodeWsTransport>, private readonly interval: number, private readonly timeout: number, private readonly log: Logger) {}
 
   start(): void {
     if (this.interval === 0 || this.timer) return;
     const tick = Math.max(10, Math.floor(Math.min(this.interval, this.timeout) / 4));
-    this.timer = setInterval(() => this.beat(Date.now()), tick);
+    this.timer = setInterval(() => this.beat(monotonicMs()), tick);
     this.timer.unref();
   }
 
@@ -151,7 +152,8 @@ class Heartbeat {
   }
 
   private beat(now: number): void {
-    for (const socket of this.sockets) {
+    for (const socket of this.sockets.values()) {
+      if (!socket.isOpen) continue;
       if (socket.awaitingPong) {
         if (now - socket.pingSentAt >= this.timeout) {
           this.log.info({ silentMs: now - socket.pingSentAt }, 'A peer stopped answering pings; dropping its socket');
@@ -175,14 +177,18 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
   wss.options.maxPayload = opts.maxPayload;
   (wss.options as { closeTimeout?: number }).closeTimeout = opts.closeTimeout; // ws 8.18+; not yet in @types/ws
   wss.options.handleProtocols = (_offered: Set<string>, req: IncomingMessage) => upgrading.get(req)?.subprotocol ?? false;
+  // What `clientTracking: false` would have made: ws keeps no Set of its clients, and adds no
+  // 'close' listener to each socket to keep it. The server tracks its connections already
+  // (`websockets`); ws's copy cost about 150 bytes per idle connection (bench/heap.mjs).
+  wss.options.clientTracking = false;
+  (wss as { clients?: Set<unknown> }).clients = undefined;
   // After node-ws's own listener, before its onOpen: the socket is tagged with its transport,
   // so the events and listeners shared by all sockets can find it.
   wss.on('connection', (ws, req: IncomingMessage) => upgrading.get(req)?.claim(ws));
 
   const websockets = new Map<WebsocketRunner, NodeWsTransport>();
   const https = new Map<HttpRunner, StreamingResponse>();
-  const openSockets = new Set<NodeWsTransport>();
-  const heartbeat = new Heartbeat(openSockets, opts.pingInterval, opts.pingTimeout, log);
+  const heartbeat = new Heartbeat(websockets, opts.pingInterval, opts.pingTimeout, log);
   let shuttingDown = false;
   const runnerOptions = {
     layer,
@@ -227,7 +233,7 @@ export function createConsumerServer(options: ConsumerServerOptions): ConsumerSe
     const refusal = await runPrecheck(Class, scope, layer, log);
     if (refusal) return asRefusal(refusalResponse(refusal));
 
-    const transport = new NodeWsTransport(incoming.socket, openSockets);
+    const transport = new NodeWsTransport(incoming.socket);
     let runner: WebsocketRunner;
     try {
       runner = new WebsocketRunner(Class, { ...websocketRunnerOptions, scope, transport });

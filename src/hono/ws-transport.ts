@@ -51,6 +51,9 @@ class Handshake {
   }
 }
 
+/** Whole milliseconds since the process started: the heartbeat's clock. */
+export const monotonicMs = (): number => Math.floor(performance.now());
+
 /** After the handshake, what `decision` and `accept` would have resolved to. */
 const UPGRADED = Promise.resolve<UpgradeDecision>('upgrade');
 const GONE = Promise.resolve<UpgradeDecision>('gone');
@@ -67,7 +70,10 @@ type TaggedWebSocket = WebSocket & { [TRANSPORT]?: NodeWsTransport };
 
 /** A WebSocket on @hono/node-ws, as consumers see it. */
 export class NodeWsTransport implements WebsocketTransport {
-  /** When the last ping went out (ms); also the time the socket opened. */
+  /**
+   * When the last ping went out, also the time the socket opened: whole ms of `monotonicMs()`, a
+   * small integer that V8 keeps in the field itself (a `Date.now()` would be a boxed double).
+   */
   pingSentAt = 0;
   /** True from a ping until its pong. */
   awaitingPong = false;
@@ -82,12 +88,16 @@ export class NodeWsTransport implements WebsocketTransport {
 
   /**
    * `socket` is the upgrade request's TCP socket (the request itself is not kept: a live
-   * connection holds nothing of its handshake). `openSockets` is the server's set of open
-   * sockets, which the heartbeat pings: shared by all transports, not a callback each.
+   * connection holds nothing of its handshake).
    */
-  constructor(private readonly socket: Socket, private readonly openSockets: Set<NodeWsTransport>) {
+  constructor(private readonly socket: Socket) {
     this.handshake = new Handshake(() => this.clientLeft());
     socket.once('close', this.handshake.onSocketClose);
+  }
+
+  /** The WebSocket is open and has not closed: the heartbeat pings it. */
+  get isOpen(): boolean {
+    return this.ws !== undefined && !this.reported;
   }
 
   /** Resolves once the consumer decided (accepted or closed), or the client left first. */
@@ -246,15 +256,15 @@ export class NodeWsTransport implements WebsocketTransport {
     }
     this.ws = ws;
     this.socket.off('close', handshake.onSocketClose);
-    this.pingSentAt = Date.now();
+    this.pingSentAt = monotonicMs();
     ws.on('pong', NodeWsTransport.onPong);
     ws.on('error', NodeWsTransport.onError);
-    this.openSockets.add(this);
     // node-ws adds its own 'message', 'close' and 'error' listeners right after onOpen returns.
     // With no handlers of its to call they do nothing, yet each closes over node-ws's state for
     // this socket (its context object, a URL, the Hono context, a buffer of early frames): about
     // 1.6 KiB an idle connection keeps for nothing. Once they are on, remove them: exactly the ones
-    // added after this point (ws's server has its own 'close' listener, which must stay).
+    // added after this point (a listener added before, such as ws's server's own 'close' listener
+    // when it tracks clients, must stay).
     const before = new Set(NodeWsTransport.listenerList(ws).map(([, listener]) => listener));
     queueMicrotask(() => NodeWsTransport.keepListeners(ws, before));
     if (handshake.pendingClose) ws.close(handshake.pendingClose.code, handshake.pendingClose.reason);
@@ -301,7 +311,6 @@ export class NodeWsTransport implements WebsocketTransport {
   private report(code: number, reason: string): void {
     if (this.reported) return;
     this.reported = true;
-    this.openSockets.delete(this);
     this.events?.closed(code, reason);
   }
 }

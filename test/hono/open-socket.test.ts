@@ -140,10 +140,10 @@ describe('NodeWsTransport', () => {
   it('drops its handshake once open: decision and accept stay settled, the request socket is no longer watched', async () => {
     const gc = collector();
     const socket = fakeSocket();
-    const openSockets = new Set<NodeWsTransport>();
     const closed: Array<[number, string | undefined]> = [];
     const frames: unknown[] = [];
-    const transport = new NodeWsTransport(socket, openSockets);
+    const transport = new NodeWsTransport(socket);
+    expect(transport.isOpen).toBe(false);
     transport.attach({ frame: (f) => frames.push(f), closed: (code, reason) => closed.push([code, reason]) });
     let handshake: WeakRef<Promise<unknown>> | undefined = new WeakRef(transport.decision);
     const accepted = transport.accept('v1');
@@ -154,7 +154,7 @@ describe('NodeWsTransport', () => {
     open(transport, ws);
     await accepted;
     expect(socket.listenerCount('close')).toBe(0);
-    expect(openSockets.has(transport)).toBe(true);
+    expect(transport.isOpen).toBe(true);
     expect(await transport.decision).toBe('upgrade');
     await transport.accept(undefined); // settled at once
     for (let i = 0; i < 20 && handshake.deref() !== undefined; i++) {
@@ -179,11 +179,11 @@ describe('NodeWsTransport', () => {
     ws.emit('error', Object.assign(new Error('bad utf-8'), { code: 'WS_ERR_INVALID_UTF8' }));
     ws.emit('close', 1006, Buffer.from(''));
     expect(closed).toEqual([[1007, '']]);
-    expect(openSockets.size).toBe(0);
+    expect(transport.isOpen).toBe(false);
   });
 
   it("removes only the listeners node-ws adds after onOpen: ws's server keeps its own 'close' listener", async () => {
-    const transport = new NodeWsTransport(fakeSocket(), new Set());
+    const transport = new NodeWsTransport(fakeSocket());
     transport.attach({ frame: () => {}, closed: () => {} });
     const accepted = transport.accept(undefined);
     const ws = fakeWs();
@@ -225,9 +225,8 @@ describe('NodeWsTransport', () => {
   });
 
   it('a socket that closes between ws making it and node-ws opening it is reported once and never counted open', async () => {
-    const openSockets = new Set<NodeWsTransport>();
     const closed: number[] = [];
-    const transport = new NodeWsTransport(fakeSocket(), openSockets);
+    const transport = new NodeWsTransport(fakeSocket());
     transport.attach({ frame: () => {}, closed: (code) => closed.push(code) });
     const accepted = transport.accept(undefined);
     const ws = fakeWs();
@@ -236,11 +235,11 @@ describe('NodeWsTransport', () => {
     NodeWsTransport.wsEvents.onOpen!(new Event('open'), { raw: ws } as never);
     await accepted;
     expect(closed).toEqual([1001]);
-    expect(openSockets.size).toBe(0);
+    expect(transport.isOpen).toBe(false);
   });
 
   it('closes with the code a consumer gave before the socket opened', async () => {
-    const transport = new NodeWsTransport(fakeSocket(), new Set());
+    const transport = new NodeWsTransport(fakeSocket());
     transport.attach({ frame: () => {}, closed: () => {} });
     transport.close(4403, 'no');
     expect(await transport.decision).toBe('upgrade');
@@ -252,7 +251,7 @@ describe('NodeWsTransport', () => {
   it('ends with 1006 when the client leaves before the socket opened, and answers accept at once', async () => {
     const socket = fakeSocket();
     const closed: number[] = [];
-    const transport = new NodeWsTransport(socket, new Set());
+    const transport = new NodeWsTransport(socket);
     transport.attach({ frame: () => {}, closed: (code) => closed.push(code) });
     socket.emit('close');
     expect(await transport.decision).toBe('gone');

@@ -207,10 +207,12 @@ describe('reading from the client', () => {
       }
     }
     server = await startServer(layer, (consumers) => consumers.websocket('/busy', Busy));
+    const serverSockets: WebSocket[] = [];
+    server.consumers.wss.on('connection', (ws) => serverSockets.push(ws));
     const c = await openClient(`${server.wsUrl}/busy`);
     c.send('block');
     for (let i = 0; i < 1000; i++) c.send(String(i));
-    const serverSocket = [...server.consumers.wss.clients][0]!;
+    const serverSocket = serverSockets[0]!;
     await until(() => serverSocket.isPaused, 'the server to stop reading the client');
     release();
     const got: string[] = [];
@@ -301,6 +303,39 @@ describe('heartbeat', () => {
     lively.send({ alive: true });
     expect(await lively.nextJson()).toEqual({ alive: true });
     lively.ws.close();
+  });
+
+  it('neither pings nor drops a socket whose consumer is still deciding to accept it', async () => {
+    class Slow extends WebsocketConsumer {
+      override async connect(): Promise<void> {
+        await sleep(600); // several ping periods and timeouts
+        await this.accept();
+      }
+      override async receive(frame: Frame): Promise<void> {
+        await this.send(frame);
+      }
+    }
+    server = await startServer(layer, (consumers) => consumers.websocket('/slow', Slow), { pingInterval: 100, pingTimeout: 100 });
+    const c = await openClient(`${server.wsUrl}/slow`);
+    c.send('still here');
+    expect(await c.next()).toEqual({ text: 'still here' });
+    c.ws.close();
+  });
+});
+
+describe('what an open socket keeps', () => {
+  it("has ws's server track no clients: one 'close' listener per socket, the binding's own", async () => {
+    const s = await start();
+    const serverSockets: WebSocket[] = [];
+    s.consumers.wss.on('connection', (ws) => serverSockets.push(ws));
+    const c = await openClient(`${s.wsUrl}/ws/room/r1`);
+    c.send('"hello"');
+    expect(await c.nextJson()).toBe('hello');
+    expect(s.consumers.wss.clients).toBeUndefined();
+    expect(serverSockets[0]!.listenerCount('close')).toBe(1);
+    expect(s.consumers.connections).toBe(1);
+    c.ws.close();
+    await until(() => s.consumers.connections === 0, 'the connection to be dropped');
   });
 });
 
