@@ -62,8 +62,40 @@ export interface RunnerOptions {
 
 const NO_HOOKS: ConsumerHooks = Object.freeze({});
 
-/** The runner's yes/no states, bits of `Runner.flags` (see defineFlags). */
-const RUNNER_FLAGS = { draining: 1, drainQueued: 2, paused: 4, receiving: 8, finishing: 16, over: 32 } as const;
+/** What a runner keeps of its options beside the connection's own parts: the same for every runner of a binding. */
+interface RunnerSettings {
+  readonly layer: ChannelLayer;
+  readonly logger: Logger;
+  readonly hooks: ConsumerHooks;
+  readonly maxBufferedBytes: number;
+  readonly onDone: ((runner: Runner<Consumer>) => void) | undefined;
+}
+
+/**
+ * The settings of the runner made last, reused while the next runner's options match: a
+ * binding passes the same ones for every connection, so its runners share one object instead
+ * of keeping five fields each.
+ */
+let lastSettings: RunnerSettings | undefined;
+
+function settingsOf(opts: RunnerOptions): RunnerSettings {
+  const logger = opts.logger ?? consoleLogger;
+  const hooks = opts.hooks ?? NO_HOOKS;
+  const maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+  const last = lastSettings;
+  if (last && last.layer === opts.layer && last.logger === logger && last.hooks === hooks && last.maxBufferedBytes === maxBufferedBytes && last.onDone === opts.onDone) return last;
+  return (lastSettings = Object.freeze({ layer: opts.layer, logger, hooks, maxBufferedBytes, onDone: opts.onDone }));
+}
+
+/**
+ * The runner's yes/no states, bits of `Runner.flags` (see defineFlags). A subclass defines its
+ * own from `RUNNER_FREE_BIT` up.
+ */
+const RUNNER_FLAGS = { draining: 1, drainQueued: 2, paused: 4, receiving: 8, finishing: 16, over: 32, stopped: 64 } as const;
+/** The first bit of `Runner.flags` a subclass may use. */
+export const RUNNER_FREE_BIT = 128;
+
+const SOURCE_FLAGS = { pending: 1, active: 2 } as const;
 
 /**
  * A channel the consumer receives from (its own, and any it `listen`s to), and the layer's sink
@@ -71,12 +103,22 @@ const RUNNER_FLAGS = { draining: 1, drainQueued: 2, paused: 4, receiving: 8, fin
  * dispatches that message. So an idle channel costs this object and nothing per message.
  */
 class Source implements MessageSink {
-  /** A receive is pending on the layer. */
-  pending = false;
-  active = true;
+  /** The source's yes/no states: `pending` and `active` (see defineFlags). */
+  private flags = SOURCE_FLAGS.active;
   /** The message taken, waiting for its turn in the queue. */
   message: Message | undefined;
+  /** The runner's next source (its sources are a list: no array kept per connection). */
+  next: Source | undefined;
   constructor(readonly runner: Runner<Consumer>, readonly channel: string) {}
+
+  static {
+    defineFlags(Source.prototype, SOURCE_FLAGS);
+  }
+
+  /** A receive is pending on the layer. */
+  declare pending: boolean;
+  /** The channel is still read (false once stopped). */
+  declare active: boolean;
 
   deliver(message: Message): void {
     this.pending = false;
@@ -120,24 +162,18 @@ export function callHook(log: Logger, name: string, hook: ((...args: never[]) =>
 export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   /** The consumer instance (one per connection). */
   readonly consumer: C;
-  /** The logger the consumer's `log` derives from. */
-  readonly logger: Logger;
-  protected readonly layer: ChannelLayer;
-  protected readonly hooks: ConsumerHooks;
-  protected readonly maxBufferedBytes: number;
-  /** Set once a handler failed or the connection ended: later frames and messages are not handled. */
-  protected stopped = false;
+  private readonly settings: RunnerSettings;
 
   private readonly jobs: Array<Job | undefined> = [];
   private head = 0;
   private queuedFrames = 0;
-  /** The runner's yes/no state, one bit each (see the accessors below): one field, not six. */
-  private flags: number = RUNNER_FLAGS.receiving;
-  private sources: Source[] | undefined;
+  /** The runner's yes/no state, one bit each (see the accessors below): one field, not seven. */
+  protected flags: number = RUNNER_FLAGS.receiving;
+  /** The channels read, newest first (a list through `Source.next`). */
+  private sources: Source | undefined;
   private joinedGroups: string[] | undefined;
   private donePromise: Promise<void> | undefined;
   private resolveDone: (() => void) | undefined;
-  private readonly onDone: ((runner: Runner<Consumer>) => void) | undefined;
 
   static {
     defineFlags(Runner.prototype, RUNNER_FLAGS);
@@ -170,14 +206,29 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   private declare finishing: boolean;
   /** `finish` is over: `done` resolves at once. */
   private declare over: boolean;
+  /** Set once a handler failed or the connection ended: later frames and messages are not handled. */
+  protected declare stopped: boolean;
+
+  /** The logger the consumer's `log` derives from. */
+  get logger(): Logger {
+    return this.settings.logger;
+  }
+
+  protected get layer(): ChannelLayer {
+    return this.settings.layer;
+  }
+
+  protected get hooks(): ConsumerHooks {
+    return this.settings.hooks;
+  }
+
+  protected get maxBufferedBytes(): number {
+    return this.settings.maxBufferedBytes;
+  }
 
   constructor(Class: ConsumerClassLike & (new () => C), opts: RunnerOptions) {
     handlerTable(Class); // a misdeclared class fails here, before any connection work
-    this.layer = opts.layer;
-    this.logger = opts.logger ?? consoleLogger;
-    this.hooks = opts.hooks ?? NO_HOOKS;
-    this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
-    this.onDone = opts.onDone;
+    this.settings = settingsOf(opts);
     const consumer = new Class();
     consumer.scope = opts.scope;
     consumer.channelLayer = opts.layer;
@@ -211,15 +262,15 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     requireValidChannelName(channel);
     if (!this.receiving) return async () => {};
     const source = new Source(this as unknown as Runner<Consumer>, channel);
-    // Exact-size arrays: a push would give an idle connection's one or two entries 17 slots.
-    this.sources = this.sources ? this.sources.concat(source) : [source];
+    source.next = this.sources;
+    this.sources = source;
     this.arm(source);
     return () => this.stopSource(source);
   }
 
   /** Stops every source of `channel` (what the consumer's `unlisten` calls). */
   async unlisten(channel: string): Promise<void> {
-    for (const source of this.sources ?? []) if (source.channel === channel) await this.stopSource(source);
+    for (let source = this.sources; source; source = source.next) if (source.channel === channel) await this.stopSource(source);
   }
 
   /** Runs `run` as a handler of this consumer, in turn with the others (skipped once the consumer stopped). */
@@ -247,7 +298,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   protected stopReceiving(): void {
     if (!this.receiving) return;
     this.receiving = false;
-    for (const source of this.sources ?? []) this.cancel(source);
+    for (let source = this.sources; source; source = source.next) this.cancel(source);
   }
 
   /** Runs the first handler (connect, handle). */
@@ -280,7 +331,8 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
 
   /** Stops one channel: its pending receive is withdrawn, taking nothing. */
   private async stopSource(source: Source): Promise<void> {
-    this.sources = this.sources?.filter((s) => s !== source);
+    if (this.sources === source) this.sources = source.next;
+    else for (let s = this.sources; s; s = s.next) if (s.next === source) s.next = source.next;
     this.cancel(source);
   }
 
@@ -446,6 +498,6 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     this.afterFinish(code);
     this.over = true;
     this.resolveDone?.();
-    this.onDone?.(this as unknown as Runner<Consumer>);
+    this.settings.onDone?.(this as unknown as Runner<Consumer>);
   }
 }

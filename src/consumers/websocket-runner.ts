@@ -6,7 +6,8 @@
 import { isValidCloseCode, requireValidClose, truncateCloseReason, CloseCode } from './close-codes.js';
 import { DenyConnection, StopConsumer } from './errors.js';
 import type { WebsocketControl, WebsocketState } from './internal.js';
-import { Runner, callHook, type RunnerOptions } from './runner.js';
+import { defineFlags } from '../layers/flags.js';
+import { Runner, RUNNER_FREE_BIT, callHook, type RunnerOptions } from './runner.js';
 import type { ConsumerClassLike } from './consumer.js';
 import type { WebsocketTransport, WebsocketTransportEvents } from './transport.js';
 import { bindWebsocketControl, type Frame, type WebsocketConsumer } from './websocket.js';
@@ -23,7 +24,13 @@ export class WebsocketRunner<C extends WebsocketConsumer = WebsocketConsumer>
   implements WebsocketControl, WebsocketTransportEvents {
   private readonly transport: WebsocketTransport;
   private current: WebsocketState = 'connecting';
-  private opened = false;
+
+  static {
+    defineFlags(WebsocketRunner.prototype, { opened: RUNNER_FREE_BIT });
+  }
+
+  /** The consumer accepted and the socket opened (a bit of the runner's flags). */
+  private declare opened: boolean;
 
   constructor(Class: ConsumerClassLike & (new () => C), opts: WebsocketRunnerOptions) {
     super(Class, opts);
