@@ -21,10 +21,10 @@ interface QueuedItem {
 const NO_ITEMS: QueuedItem[] = Object.freeze([]) as unknown as QueuedItem[];
 
 /**
- * A channel's queue: messages waiting for a receive, or receives waiting for a message. There is
- * one for each channel a consumer reads (two per idle peer here), for as long as it reads it, so
- * it keeps its one usual pending receive in a field rather than a list, and shares NO_ITEMS
- * while it holds no message.
+ * A channel's queue: messages waiting for a receive, or receives waiting for a message. A channel
+ * with just one pending receive has none (the layer keeps the sink itself); a Queue is made when
+ * a message must wait, or a second receive does. It keeps its first pending receive in a field
+ * rather than a list, and shares NO_ITEMS while it holds no message.
  */
 class Queue {
   /** Messages not yet received, oldest first. */
@@ -36,6 +36,11 @@ class Queue {
 
   get idle(): boolean {
     return this.items.length === 0 && this.waiter === undefined;
+  }
+
+  /** The pending receive when it is the only one, else undefined. */
+  get loneWaiter(): MessageSink | undefined {
+    return this.more === undefined ? this.waiter : undefined;
   }
 
   addItem(item: QueuedItem): void {
@@ -103,7 +108,13 @@ const MAX_SWEEP_INTERVAL = 10_000;
 /** The InMemory channel layer. */
 export class InMemoryChannelLayer extends BaseChannelLayer {
   readonly kind = 'memory' as const;
-  private readonly queues = new Map<string, Queue>();
+  /**
+   * Each channel with something in it: a Queue, or, for a channel with one pending receive and no
+   * message (every channel an idle consumer reads), that receive's sink itself. So an idle
+   * channel costs one map entry, no Queue; one is made when messages wait or receives queue up,
+   * and dropped once it is idle again.
+   */
+  private readonly queues = new Map<string, Queue | MessageSink>();
   private readonly groups = new Map<string, Map<string, number>>();
   private readonly rosters = new Map<string, Roster>();
   private sweeper: NodeJS.Timeout | undefined;
@@ -148,16 +159,21 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
 
   /** Hands a message to a waiting receiver or queues it; false when the channel is full. */
   private deliver(channel: string, stored: Stored, capacity: number): boolean {
-    const queue = this.queues.get(channel);
-    const waiter = queue?.takeWaiter();
+    const entry = this.queues.get(channel);
+    if (entry !== undefined && !(entry instanceof Queue)) {
+      // The channel's one pending receive: it is taken (its next receive puts it back).
+      this.queues.delete(channel);
+      this.deliverTo(entry, stored);
+      return true;
+    }
+    const waiter = entry?.takeWaiter();
     if (waiter) {
+      this.forgetIfIdle(channel, entry!);
       this.deliverTo(waiter, stored);
-      // The queue stays for the receiver's next receive (usually at once); the sweep drops it if not.
-      this.scheduleSweep();
       return true;
     }
     const now = Date.now();
-    const q = queue ?? this.newQueue(channel);
+    const q = entry ?? this.newQueue(channel);
     this.dropExpired(q, now);
     if (q.items.length >= capacity) return false;
     q.addItem({ stored, expiresAt: now + this.options.expiry * 1000 });
@@ -166,11 +182,17 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   }
 
   protected storeReceive(channel: string, sink: MessageSink): void {
-    const q = this.queues.get(channel) ?? this.newQueue(channel);
+    const entry = this.queues.get(channel);
+    if (entry === undefined) {
+      this.queues.set(channel, sink); // nothing queued, nobody else waiting
+      return;
+    }
+    const q = entry instanceof Queue ? entry : this.newQueue(channel, entry);
     this.dropExpired(q, Date.now());
     const item = q.takeItem();
     if (!item) {
       q.addWaiter(sink);
+      this.forgetIfIdle(channel, q); // its messages expired: the lone receive may stand for it
       return;
     }
     this.forgetIfIdle(channel, q);
@@ -179,7 +201,11 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
 
   protected storeCancel(channel: string, sink: MessageSink): boolean {
     const q = this.queues.get(channel);
-    if (!q?.removeWaiter(sink)) return false;
+    if (q === sink) {
+      this.queues.delete(channel);
+      return true;
+    }
+    if (!(q instanceof Queue) || !q.removeWaiter(sink)) return false;
     this.forgetIfIdle(channel, q);
     return true;
   }
@@ -258,8 +284,11 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   }
 
   protected async storeFlush(): Promise<void> {
-    for (const q of this.queues.values()) q.dropItems(q.items.length);
-    for (const [channel, q] of this.queues) this.forgetIfIdle(channel, q);
+    for (const [channel, q] of this.queues) {
+      if (!(q instanceof Queue)) continue; // a pending receive, nothing queued
+      q.dropItems(q.items.length);
+      this.forgetIfIdle(channel, q);
+    }
     this.groups.clear();
     this.rosters.clear();
   }
@@ -268,14 +297,19 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     clearTimeout(this.sweeper);
     this.sweeper = undefined;
     const err = new LayerClosed();
-    for (const q of this.queues.values()) for (const w of q.takeWaiters()) w.fail(err);
+    for (const q of this.queues.values()) {
+      if (q instanceof Queue) for (const w of q.takeWaiters()) w.fail(err);
+      else q.fail(err);
+    }
     this.queues.clear();
     this.groups.clear();
     this.rosters.clear();
   }
 
-  private newQueue(channel: string): Queue {
+  /** Makes the channel's Queue, with its lone pending receive `waiter` if it had one. */
+  private newQueue(channel: string, waiter?: MessageSink): Queue {
     const q = new Queue();
+    if (waiter) q.addWaiter(waiter);
     this.queues.set(channel, q);
     return q;
   }
@@ -286,9 +320,15 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     q.dropItems(n);
   }
 
-  /** Drops a channel's queue once it holds nothing and nobody waits on it. */
+  /**
+   * Drops a channel's Queue once it holds nothing and nobody waits on it, or leaves its one
+   * pending receive in its place once that is all it holds.
+   */
   private forgetIfIdle(channel: string, q: Queue): void {
-    if (q.idle && this.queues.get(channel) === q) this.queues.delete(channel);
+    if (this.queues.get(channel) !== q || q.items.length > 0) return;
+    const lone = q.loneWaiter;
+    if (q.idle) this.queues.delete(channel);
+    else if (lone !== undefined) this.queues.set(channel, lone);
   }
 
   private liveRoster(name: string): Roster | undefined {
@@ -314,6 +354,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   private sweep(): void {
     const now = Date.now();
     for (const [channel, q] of this.queues) {
+      if (!(q instanceof Queue)) continue; // a pending receive, nothing queued
       this.dropExpired(q, now);
       this.forgetIfIdle(channel, q);
     }

@@ -75,4 +75,36 @@ describe('InMemory receives waiting on one channel', () => {
     await layer.close();
     expect(log.slice(5)).toEqual(['b:failed LayerClosed']);
   });
+
+  it('keep no Queue for a channel with one pending receive and no message: only while messages or receives queue up', async () => {
+    const layer = new InMemoryChannelLayer();
+    const entries = (layer as unknown as { queues: Map<string, unknown> }).queues;
+    const ch = await layer.newChannel();
+    const log: string[] = [];
+    const [a, b] = ['a', 'b'].map((n) => sink(n, log)) as [MessageSink, MessageSink];
+    layer.receiveInto(ch, a);
+    expect(entries.get(ch)).toBe(a); // the idle channel: its sink, nothing else
+    await layer.send(ch, { type: 'm', n: 1 });
+    expect(entries.has(ch)).toBe(false);
+    await layer.send(ch, { type: 'm', n: 2 }); // nobody receives: it waits in a Queue
+    expect(entries.get(ch)).not.toBe(a);
+    expect(entries.get(ch)).toBeDefined();
+    layer.receiveInto(ch, a);
+    expect(entries.has(ch)).toBe(false);
+    layer.receiveInto(ch, a);
+    layer.receiveInto(ch, b); // two waiting: a Queue, in order
+    expect(entries.get(ch)).not.toBe(a);
+    expect(layer.cancelReceive(ch, a)).toBe(true);
+    expect(entries.get(ch)).toBe(b); // one left: its sink again
+    await layer.flush();
+    expect(entries.get(ch)).toBe(b);
+    await layer.send(ch, { type: 'm', n: 3 });
+    expect(log).toEqual(['a:1', 'a:2', 'b:3']);
+    layer.receiveInto(ch, a);
+    expect(layer.cancelReceive(ch, a)).toBe(true);
+    expect(entries.has(ch)).toBe(false);
+    layer.receiveInto(ch, b);
+    await layer.close();
+    expect(log.at(-1)).toBe('b:failed LayerClosed');
+  });
 });
