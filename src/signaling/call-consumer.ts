@@ -9,6 +9,7 @@
  */
 import { JsonWebsocketConsumer, RESOLVED, queryParam, type Scope } from '../consumers/index.js';
 import type { ChannelLayer, Message, RosterEntry } from '../layers/index.js';
+import { defineFlags } from '../layers/flags.js';
 import type { Config } from '../config.js';
 import { iceServersFor } from './ice.js';
 import { isCallId } from './ids.js';
@@ -41,6 +42,9 @@ const HANDOVER_TIMEOUT = 1500;
 /** The empty peer list and roster every connection starts with or lets go to (never changed: replaced). */
 const NO_PEERS: readonly string[] = Object.freeze([]);
 const NO_ENTRIES = Object.freeze([]) as unknown as RosterEntry[];
+
+/** CallConsumer's yes/no states, bits of its `callFlags`. */
+const CALL_FLAGS = { resumed: 1, answeredTooLarge: 2, listening: 4, counted: 8 } as const;
 
 type PrecheckResult = void | { status: number; body?: unknown; headers?: Record<string, string> };
 
@@ -130,7 +134,6 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     private callId = '';
     private seat: Seat | undefined;
-    private resumed = false;
     private refusal: { code: ErrorCode; message: string } | undefined;
     /** Why this connection no longer holds its seat: it hung up, the call ended, or another connection took the seat. */
     private gone: 'left' | 'ended' | 'superseded' | undefined;
@@ -142,14 +145,26 @@ export class CallConsumer extends JsonWebsocketConsumer {
     /** This connection's time in the shared rate limit (see RateLimit). */
     private rateTime = 0;
     private strikes = 0;
-    private answeredTooLarge = false;
-    private listening = false;
     /** The text frame being handled, while `receive` runs (`relay` passes it on as it came). */
     private frameText: string | undefined;
-    private counted = false;
     /** `inboxOf`'s last peer and its inbox. */
     private lastPeer = '';
     private lastInbox = '';
+    /** The yes/no states below, one bit each (see defineFlags). */
+    private callFlags = 0;
+
+    static {
+      defineFlags(CallConsumer.prototype, CALL_FLAGS, 'callFlags');
+    }
+
+    /** This connection took its seat back with a resume token. */
+    private declare resumed: boolean;
+    /** A too-large message was answered (so the 1009 close that may follow is not counted twice). */
+    private declare answeredTooLarge: boolean;
+    /** The seat's inbox is being read. */
+    private declare listening: boolean;
+    /** The connection is counted in perAddress, localCalls and the metrics. */
+    private declare counted: boolean;
 
     /** Takes the seat (joining, or resuming with a token) before the socket is accepted. */
     protected override async resolveChannelName(): Promise<string> {
