@@ -3,7 +3,7 @@ export { Consumer, handlerName, handlerTable, type ConsumerClassLike } from './c
 export { WebsocketConsumer, JsonWebsocketConsumer, type Frame, type PrecheckRefusal } from './websocket.js';
 export { HttpConsumer } from './http.js';
 export { StopConsumer, DenyConnection, DispatchError, type DispatchErrorCode } from './errors.js';
-export { RequestScope, ScopeHeaders, createScope, parseSubprotocols, queryParam, type RequestScopeFields, type Scope, type ScopeInit } from './scope.js';
+export { RequestScope, ScopeHeaders, WEBSOCKET_HANDSHAKE_HEADERS, createScope, parseSubprotocols, queryParam, type RequestScopeFields, type Scope, type ScopeInit } from './scope.js';
 export { consoleLogger, RecordingLogger, type Logger, type LogEntry } from './logger.js';
 export { CloseCode, isValidCloseCode, requireValidClose, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
 export { DEFAULT_MAX_BUFFERED_BYTES } from './options.js';

@@ -81,6 +81,14 @@ function sharedValue(name: string, value: string): string {
 }
 
 /**
+ * The headers of a WebSocket handshake that mean nothing once the socket is open, which the
+ * bindings leave out of a WebSocket scope: `sec-websocket-key` is a nonce (a string of its own
+ * per connection, kept for the connection's life for nothing), and the others only say that it
+ * is a WebSocket upgrade. `sec-websocket-protocol` stays (and is `subprotocols`, parsed).
+ */
+export const WEBSOCKET_HANDSHAKE_HEADERS: ReadonlySet<string> = new Set(['connection', 'sec-websocket-extensions', 'sec-websocket-key', 'sec-websocket-version', 'upgrade']);
+
+/**
  * A request's headers as a consumer reads them: `get`, `has` and iteration answer as a Web
  * `Headers` object would (names lower-case, in name order, repeated headers joined by ", "), but
  * nothing can be changed. Kept as one list of strings: a scope lives as long as its connection,
@@ -92,9 +100,11 @@ export class ScopeHeaders implements Iterable<[string, string]> {
   /** Name, value, name, value, ...: lower-case names in order, as a Headers object iterates them. */
   readonly #list: string[];
 
-  constructor(init?: ConstructorParameters<typeof Headers>[0]) {
+  /** `omit`: lower-case names left out (see WEBSOCKET_HANDSHAKE_HEADERS). */
+  constructor(init?: ConstructorParameters<typeof Headers>[0], omit?: ReadonlySet<string>) {
     const list: string[] = [];
     for (const [name, value] of init instanceof Headers ? init : new Headers(init)) {
+      if (omit?.has(name)) continue;
       const known = KNOWN_NAMES.get(name);
       list.push(known ?? name, known === undefined ? value : sharedValue(known, value));
     }

@@ -1,7 +1,7 @@
 /** Builds a consumer's Scope from a Hono context on @hono/node-server. */
 import type { Context } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
-import { RequestScope, ScopeHeaders, parseSubprotocols, type Scope } from '../consumers/index.js';
+import { RequestScope, ScopeHeaders, WEBSOCKET_HANDSHAKE_HEADERS, parseSubprotocols, type Scope } from '../consumers/index.js';
 
 /**
  * The client: when the proxy is trusted, the last X-Forwarded-For hop (the one the proxy in
@@ -55,7 +55,7 @@ export function scopeFromContext(c: Context, type: Scope['type'], trustProxy: bo
     path: own(url.pathname),
     params: paramsOf(c),
     queryString: own(url.search.slice(1)),
-    headers: new ScopeHeaders(c.req.raw.headers),
+    headers: new ScopeHeaders(c.req.raw.headers, type === 'websocket' ? WEBSOCKET_HANDSHAKE_HEADERS : undefined),
     client: clientOf(c, trustProxy),
     method: c.req.method,
     subprotocols: offered(type === 'websocket' ? c.req.header('sec-websocket-protocol') : undefined),
