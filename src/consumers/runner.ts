@@ -61,6 +61,8 @@ export interface RunnerOptions {
 }
 
 const NO_HOOKS: ConsumerHooks = Object.freeze({});
+/** The empty job list every idle runner shares (never changed: replaced by a list of its own). */
+const NO_JOBS = Object.freeze([]) as unknown as Array<Job | undefined>;
 
 /** What a runner keeps of its options beside the connection's own parts: the same for every runner of a binding. */
 interface RunnerSettings {
@@ -164,7 +166,8 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   readonly consumer: C;
   private readonly settings: RunnerSettings;
 
-  private readonly jobs: Array<Job | undefined> = [];
+  /** Queued jobs from `head` on; NO_JOBS while none are (an idle connection keeps no list). */
+  private jobs: Array<Job | undefined> = NO_JOBS;
   private head = 0;
   private queuedFrames = 0;
   /** The runner's yes/no state, one bit each (see the accessors below): one field, not seven. */
@@ -172,8 +175,8 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   /** The channels read, newest first (a list through `Source.next`). */
   private sources: Source | undefined;
   private joinedGroups: string[] | undefined;
-  private donePromise: Promise<void> | undefined;
-  private resolveDone: (() => void) | undefined;
+  /** `done` and its resolver, made when first asked for. */
+  private doneSignal: { promise: Promise<void>; resolve: () => void } | undefined;
 
   static {
     defineFlags(Runner.prototype, RUNNER_FLAGS);
@@ -187,7 +190,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
       scheduled.length = 0;
     };
     queueJob = (runner, job) => {
-      runner.jobs.push(job);
+      runner.addJob(job);
       if (runner.draining || runner.drainQueued) return;
       runner.drainQueued = true;
       if (scheduled.push(runner) === 1) queueMicrotask(drainScheduled);
@@ -238,10 +241,13 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
 
   /** Resolves when the consumer has finished: groups left and `disconnect` run. Never rejects. */
   get done(): Promise<void> {
-    if (!this.donePromise) {
-      this.donePromise = this.over ? Promise.resolve() : new Promise<void>((resolve) => (this.resolveDone = resolve));
+    if (!this.doneSignal) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.doneSignal = { promise, resolve };
+      if (this.over) resolve();
     }
-    return this.donePromise;
+    return this.doneSignal.promise;
   }
 
   /** This connection's logger (built on first use). */
@@ -359,8 +365,13 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     }
   }
 
+  private addJob(job: Job): void {
+    if (this.jobs === NO_JOBS) this.jobs = [job];
+    else this.jobs.push(job);
+  }
+
   private enqueue(job: Job): void {
-    this.jobs.push(job);
+    this.addJob(job);
     if (!this.draining) this.drain();
   }
 
@@ -373,9 +384,10 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
    */
   private drain(): void {
     this.draining = true;
-    const jobs = this.jobs;
     try {
-      while (this.head < jobs.length) {
+      // `this.jobs` is read anew at each turn: a drained queue's list is dropped (compactJobs).
+      while (this.head < this.jobs.length) {
+        const jobs = this.jobs;
         const job = jobs[this.head]!;
         jobs[this.head++] = undefined;
         const pending = this.run(job);
@@ -434,7 +446,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
   private compactJobs(): void {
     const jobs = this.jobs;
     if (this.head === jobs.length) {
-      jobs.length = 0;
+      this.jobs = NO_JOBS;
       this.head = 0;
     } else if (this.head >= 1024 && this.head * 2 >= jobs.length) {
       jobs.splice(0, this.head);
@@ -497,7 +509,7 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
     }
     this.afterFinish(code);
     this.over = true;
-    this.resolveDone?.();
+    this.doneSignal?.resolve();
     this.settings.onDone?.(this as unknown as Runner<Consumer>);
   }
 }
