@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import type { WSEvents } from 'hono/ws';
 import type { WebSocket } from 'ws';
 import { RESOLVED, type WebsocketTransport, type WebsocketTransportEvents } from '../consumers/index.js';
+import { defineFlags } from '../layers/flags.js';
 
 /** What the route does once the consumer has decided: complete the upgrade, or nothing (the client left). */
 export type UpgradeDecision = 'upgrade' | 'gone';
@@ -68,6 +69,8 @@ type Listener = (...args: unknown[]) => void;
 const NODE_WS_EVENTS: ReadonlySet<string | symbol> = new Set(['message', 'close', 'error']);
 type TaggedWebSocket = WebSocket & { [TRANSPORT]?: NodeWsTransport };
 
+const TRANSPORT_FLAGS = { awaitingPong: 1, reported: 2, corked: 4 } as const;
+
 /** A WebSocket on @hono/node-ws, as consumers see it. */
 export class NodeWsTransport implements WebsocketTransport {
   /**
@@ -75,16 +78,24 @@ export class NodeWsTransport implements WebsocketTransport {
    * small integer that V8 keeps in the field itself (a `Date.now()` would be a boxed double).
    */
   pingSentAt = 0;
-  /** True from a ping until its pong. */
-  awaitingPong = false;
 
   private ws: WebSocket | undefined;
   private events: WebsocketTransportEvents | undefined;
   private handshake: Handshake | undefined;
   private errorCloseCode: number | undefined;
-  private reported = false;
+  /** The yes/no states below, one bit each (see defineFlags). */
+  private flags = 0;
+
+  static {
+    defineFlags(NodeWsTransport.prototype, TRANSPORT_FLAGS);
+  }
+
+  /** True from a ping until its pong. */
+  declare awaitingPong: boolean;
+  /** The close was reported to the runner. */
+  private declare reported: boolean;
   /** True while the socket is corked until the end of the current tick. */
-  private corked = false;
+  private declare corked: boolean;
 
   /**
    * `socket` is the upgrade request's TCP socket (the request itself is not kept: a live
