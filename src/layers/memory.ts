@@ -97,10 +97,28 @@ class Queue {
   }
 }
 
+/**
+ * Roster times are kept as ms since the layer module loaded: small integers that V8 stores in the
+ * object itself, where a `Date.now()` is a boxed double of its own (16 bytes per peer, idle).
+ */
+const EPOCH = Date.now();
+const rosterNow = (): number => Date.now() - EPOCH;
+
+/** A roster entry as stored: `since` in rosterNow() time. */
+interface StoredEntry {
+  member: string;
+  data: string;
+  since: number;
+}
+
 interface Roster {
-  entries: Map<string, RosterEntry>;
+  entries: Map<string, StoredEntry>;
+  /** In rosterNow() time. */
   expiresAt: number;
 }
+
+/** A stored entry as the layer's callers see it (a copy of their own). */
+const entryOut = (e: StoredEntry): RosterEntry => ({ member: e.member, data: e.data, since: e.since + EPOCH });
 
 /** How often expired messages, memberships and rosters are swept, at most (ms). */
 const MAX_SWEEP_INTERVAL = 10_000;
@@ -240,18 +258,18 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   }
 
   protected async storeRosterJoin(name: string, member: string, data: string, opts: RosterJoinOptions): Promise<RosterJoinResult> {
-    const roster = this.liveRoster(name) ?? { entries: new Map<string, RosterEntry>(), expiresAt: 0 };
+    const roster = this.liveRoster(name) ?? { entries: new Map<string, StoredEntry>(), expiresAt: 0 };
     const existing = roster.entries.get(member);
-    if (!existing && roster.entries.size >= opts.limit) return { joined: false, entries: [...roster.entries.values()] };
-    roster.entries.set(member, { member, data, since: existing?.since ?? Date.now() });
-    roster.expiresAt = Date.now() + opts.ttl * 1000;
+    if (!existing && roster.entries.size >= opts.limit) return { joined: false, entries: [...roster.entries.values()].map(entryOut) };
+    roster.entries.set(member, { member, data, since: existing?.since ?? rosterNow() });
+    roster.expiresAt = rosterNow() + opts.ttl * 1000;
     this.rosters.set(name, roster);
     this.scheduleSweep();
-    return { joined: true, entries: [...roster.entries.values()].map((e) => ({ ...e })) };
+    return { joined: true, entries: [...roster.entries.values()].map(entryOut) };
   }
 
   protected async storeRosterList(name: string): Promise<RosterEntry[]> {
-    return [...(this.liveRoster(name)?.entries.values() ?? [])].map((e) => ({ ...e }));
+    return [...(this.liveRoster(name)?.entries.values() ?? [])].map(entryOut);
   }
 
   protected async storeRosterUpdate(name: string, member: string, data: string, opts: RosterChangeOptions): Promise<boolean> {
@@ -259,7 +277,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     const entry = roster?.entries.get(member);
     if (!roster || !entry || (opts.ifData !== undefined && entry.data !== opts.ifData)) return false;
     entry.data = data;
-    if (opts.ttl !== undefined) roster.expiresAt = Date.now() + opts.ttl * 1000;
+    if (opts.ttl !== undefined) roster.expiresAt = rosterNow() + opts.ttl * 1000;
     return true;
   }
 
@@ -269,13 +287,13 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     if (!roster || !entry || (opts.ifData !== undefined && entry.data !== opts.ifData)) return null;
     roster.entries.delete(member);
     if (roster.entries.size === 0) this.rosters.delete(name);
-    return [...roster.entries.values()].map((e) => ({ ...e }));
+    return [...roster.entries.values()].map(entryOut);
   }
 
   protected async storeRosterDelete(name: string): Promise<RosterEntry[]> {
     const roster = this.liveRoster(name);
     this.rosters.delete(name);
-    return [...(roster?.entries.values() ?? [])];
+    return [...(roster?.entries.values() ?? [])].map(entryOut);
   }
 
   /** No other instance can share an InMemory layer's storage, so no other instance is reachable. */
@@ -333,7 +351,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
 
   private liveRoster(name: string): Roster | undefined {
     const roster = this.rosters.get(name);
-    if (roster && roster.expiresAt <= Date.now()) {
+    if (roster && roster.expiresAt <= rosterNow()) {
       this.rosters.delete(name);
       return undefined;
     }
