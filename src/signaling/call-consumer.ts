@@ -44,7 +44,7 @@ const NO_PEERS: readonly string[] = Object.freeze([]);
 const NO_ENTRIES = Object.freeze([]) as unknown as RosterEntry[];
 
 /** CallConsumer's yes/no states, bits of its `callFlags`. */
-const CALL_FLAGS = { resumed: 1, answeredTooLarge: 2, listening: 4, counted: 8 } as const;
+const CALL_FLAGS = { resumed: 1, answeredTooLarge: 2, listening: 4, counted: 8, resumeRefused: 16 } as const;
 
 type PrecheckResult = void | { status: number; body?: unknown; headers?: Record<string, string> };
 
@@ -134,7 +134,6 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     private callId = '';
     private seat: Seat | undefined;
-    private refusal: { code: ErrorCode; message: string } | undefined;
     /** Why this connection no longer holds its seat: it hung up, the call ended, or another connection took the seat. */
     private gone: 'left' | 'ended' | 'superseded' | undefined;
     /**
@@ -165,6 +164,8 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private declare listening: boolean;
     /** The connection is counted in perAddress, localCalls and the metrics. */
     private declare counted: boolean;
+    /** The resume token was refused (a connection without a seat was otherwise refused for a full call). */
+    private declare resumeRefused: boolean;
 
     /** Takes the seat (joining, or resuming with a token) before the socket is accepted. */
     protected override async resolveChannelName(): Promise<string> {
@@ -175,7 +176,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
       if (token !== null) {
         const result = await this.seats.resume(this.callId, token, control);
         if (!result) {
-          this.refusal = { code: 'unauthorized', message: 'This resume token is not valid for this call (used already, expired, or from another call).' };
+          this.resumeRefused = true;
           return control;
         }
         this.seat = result.seat;
@@ -185,7 +186,6 @@ export class CallConsumer extends JsonWebsocketConsumer {
       } else {
         this.seat = await this.seats.join(this.callId, control);
         if (!this.seat) {
-          this.refusal = { code: 'call-full', message: `This call already has ${this.config.maxPeers} people in it.` };
           // A seat may be held by a worker that died without letting go: start its grace now.
           await this.deps.watch.reapDead(this.callId).catch((err: unknown) => this.log.warn({ err }, 'could not check the seats of a full call'));
         }
@@ -207,7 +207,10 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     override async connect(): Promise<void> {
       await this.accept();
-      if (!this.seat) return this.refuse(this.refusal!.code, this.refusal!.message);
+      if (!this.seat) {
+        if (this.resumeRefused) return this.refuse('unauthorized', 'This resume token is not valid for this call (used already, expired, or from another call).');
+        return this.refuse('call-full', `This call already has ${this.config.maxPeers} people in it.`);
+      }
       const seat = this.seat;
       const others = seat.entries.filter((e) => e.member !== seat.peerId);
       seat.entries = NO_ENTRIES; // the roster as it was at joining: an idle connection need not keep it
