@@ -164,6 +164,13 @@ export function parseSubprotocols(header: string | null | undefined): string[] {
  */
 class ScopeState {}
 
+/** The parts of a RequestScope that most connections never set or read. */
+class ScopeExtra {
+  user: unknown = undefined;
+  query: URLSearchParams | undefined = undefined;
+  state: Record<string, unknown> | undefined = undefined;
+}
+
 /** What a RequestScope is made of. */
 export interface RequestScopeFields {
   type: Scope['type'];
@@ -180,7 +187,8 @@ export interface RequestScopeFields {
 /**
  * The Scope the bindings (and `createScope`) build. A scope lives as long as its connection, so
  * what most connections never read is made on first read: `query` (parsed from `queryString`)
- * and `state`. Both can still be replaced, as plain fields can.
+ * and `state`, kept with `user` in one object that a scope without them does not have. All three
+ * can still be replaced, as plain fields can.
  */
 export class RequestScope implements Scope {
   type: Scope['type'];
@@ -189,11 +197,10 @@ export class RequestScope implements Scope {
   readonly queryString: string;
   headers: ScopeHeaders;
   client: Scope['client'];
-  user: unknown = undefined;
   method: string;
   subprotocols: readonly string[];
-  #query: URLSearchParams | undefined;
-  #state: Record<string, unknown> | undefined;
+  /** `user`, the parsed `query` and `state`, once one is set or read: most connections keep none. */
+  #extra: ScopeExtra | undefined;
 
   constructor(fields: RequestScopeFields) {
     this.type = fields.type;
@@ -206,20 +213,30 @@ export class RequestScope implements Scope {
     this.subprotocols = fields.subprotocols;
   }
 
+  get user(): unknown {
+    return this.#extra?.user;
+  }
+
+  set user(user: unknown) {
+    if (user !== undefined || this.#extra) (this.#extra ??= new ScopeExtra()).user = user;
+  }
+
   get query(): URLSearchParams {
-    return (this.#query ??= new URLSearchParams(this.queryString));
+    const extra = (this.#extra ??= new ScopeExtra());
+    return (extra.query ??= new URLSearchParams(this.queryString));
   }
 
   set query(query: URLSearchParams) {
-    this.#query = query;
+    (this.#extra ??= new ScopeExtra()).query = query;
   }
 
   get state(): Record<string, unknown> {
-    return (this.#state ??= new ScopeState() as Record<string, unknown>);
+    const extra = (this.#extra ??= new ScopeExtra());
+    return (extra.state ??= new ScopeState() as Record<string, unknown>);
   }
 
   set state(state: Record<string, unknown>) {
-    this.#state = state;
+    (this.#extra ??= new ScopeExtra()).state = state;
   }
 }
 

@@ -14,11 +14,22 @@ function clientOf(c: Context, trustProxy: boolean): Scope['client'] {
   }
   try {
     const { address, port } = getConnInfo(c).remote;
+    forgetPeername(c);
     if (address) return port !== undefined ? { address, port } : { address };
   } catch {
     // Not on @hono/node-server (app.request in a test): there is no socket to ask.
   }
   return { address: 'unknown' };
+}
+
+/**
+ * Node keeps a socket's peer address, once read, as an object on the socket (`_peername`) for the
+ * socket's life: about 56 bytes per idle connection, for an address the scope holds already.
+ * Dropping it is safe: a later read asks the OS again.
+ */
+function forgetPeername(c: Context): void {
+  const socket = (c.env as { incoming?: { socket?: { _peername?: unknown } } } | undefined)?.incoming?.socket;
+  if (socket?._peername !== undefined) socket._peername = undefined;
 }
 
 /**

@@ -91,6 +91,8 @@ describe('a WebSocket scope', () => {
     const { scopes, Recorder } = recorder();
     layer = new InMemoryChannelLayer();
     server = await startServer(layer, (consumers) => consumers.websocket('/ws/:room', Recorder));
+    const sockets: unknown[] = [];
+    server.consumers.wss.on('connection', (ws) => sockets.push(ws));
     const c = await openClient(`${server.wsUrl}/ws/r1`, { headers: { 'X-Trace': 'abc', Origin: 'http://example.test' } });
     expect(scopes).toHaveLength(1);
     const headers = scopes[0]!.headers;
@@ -101,6 +103,11 @@ describe('a WebSocket scope', () => {
     // The handshake's own headers mean nothing once the socket is open: left out.
     for (const name of ['upgrade', 'connection', 'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions']) expect(headers.has(name)).toBe(false);
     expect([...headers.keys()].sort()).toEqual(['host', 'origin', 'x-trace']);
+    // The client's address is read once; Node's cached copy on the socket is dropped, yet the socket still answers.
+    expect(scopes[0]!.client.address).toBe('127.0.0.1');
+    const socket = (sockets[0] as unknown as { _socket: { _peername?: unknown; remoteAddress?: string } })._socket;
+    expect(socket._peername).toBeUndefined();
+    expect(socket.remoteAddress).toBe('127.0.0.1');
     c.ws.close();
   });
 
