@@ -39,8 +39,17 @@ export interface CallDeps {
 const RATE_STRIKES = 20;
 /** How long a resuming connection waits for the seat's previous holder to let go (ms). */
 const HANDOVER_TIMEOUT = 1500;
+/**
+ * The call's other peers: the one peer id itself when there is one (a call of two), else an array
+ * of exactly their number. A one-element array would cost 56 bytes per idle connection.
+ */
+type Peers = string | readonly string[];
 /** The empty peer list and roster every connection starts with or lets go to (never changed: replaced). */
 const NO_PEERS: readonly string[] = Object.freeze([]);
+const hasPeer = (peers: Peers, peerId: string): boolean => (typeof peers === 'string' ? peers === peerId : peers.includes(peerId));
+const peerList = (peers: Peers): readonly string[] => (typeof peers === 'string' ? [peers] : peers);
+/** `list` as Peers: its one id, or a copy of exactly its size. */
+const asPeers = (list: readonly string[]): Peers => (list.length === 1 ? list[0]! : list.length === 0 ? NO_PEERS : list.slice());
 const NO_ENTRIES = Object.freeze([]) as unknown as RosterEntry[];
 
 /** CallConsumer's yes/no states, bits of its `callFlags`. */
@@ -137,10 +146,10 @@ export class CallConsumer extends JsonWebsocketConsumer {
     /** Why this connection no longer holds its seat: it hung up, the call ended, or another connection took the seat. */
     private gone: 'left' | 'ended' | 'superseded' | undefined;
     /**
-     * The call's other peers. A few at most (`maxPeers`), kept for the connection's life: an array
-     * replaced on each change (exactly its size; iterating an old one stays safe), not a Set.
+     * The call's other peers. A few at most (`maxPeers`), kept for the connection's life: one id,
+     * or an array replaced on each change (exactly its size; iterating an old one stays safe), not a Set.
      */
-    private peers: readonly string[] = NO_PEERS;
+    private peers: Peers = NO_PEERS;
     /** This connection's time in the shared rate limit (see RateLimit). */
     private rateTime = 0;
     private strikes = 0;
@@ -285,17 +294,17 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private relay(signal: Record<string, unknown> & { to?: string }): Promise<void> {
       const to = signal.to;
       const frameText = this.frameText; // now: `receive` clears it once this returns
-      if (to !== undefined && !this.peers.includes(to)) return this.relayToNewPeer(signal, frameText, to);
+      if (to !== undefined && !hasPeer(this.peers, to)) return this.relayToNewPeer(signal, frameText, to);
       const text = withFrom(signal, frameText, this.seat!.peerId);
       if (to !== undefined) return this.relayTo(to, text);
       const peers = this.peers;
-      return peers.length === 1 ? this.relayTo(peers[0]!, text) : this.relayToAll(peers, text);
+      return typeof peers === 'string' ? this.relayTo(peers, text) : this.relayToAll(peers, text);
     }
 
     /** A `to` this connection does not know (yet): the roster may have it. */
     private async relayToNewPeer(signal: Record<string, unknown>, frameText: string | undefined, to: string): Promise<void> {
       await this.refreshPeers();
-      if (!this.peers.includes(to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
+      if (!hasPeer(this.peers, to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
       await this.relayTo(to, withFrom(signal, frameText, this.seat!.peerId));
     }
 
@@ -385,7 +394,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
     async peerLeft(message: Message): Promise<void> {
       const peerId = message.peerId as string;
       if (peerId === this.seat?.peerId) return;
-      this.peers = this.peers.filter((p) => p !== peerId).slice(); // slice: exactly its size
+      this.peers = asPeers(peerList(this.peers).filter((p) => p !== peerId));
       await this.sendJson({ type: 'peer-left', peerId, reason: message.reason as string });
     }
 
@@ -435,7 +444,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
     /** Sends a notice to every other peer's inbox (in order with their signals). */
     private async tellPeers(message: Message, entries?: RosterEntry[]): Promise<void> {
       const seat = this.seat!;
-      const targets = entries ? entries.map((e) => e.member) : this.peers;
+      const targets = entries ? entries.map((e) => e.member) : peerList(this.peers);
       for (const peerId of targets) {
         if (peerId === seat.peerId) continue;
         await this.channelLayer.send(names.inbox(seat.callId, peerId), message).catch((err: unknown) => {
@@ -445,12 +454,12 @@ export class CallConsumer extends JsonWebsocketConsumer {
     }
 
     private addPeer(peerId: string): void {
-      if (!this.peers.includes(peerId)) this.peers = this.peers.concat(peerId); // exactly its size (a spread makes room for 17)
+      if (!hasPeer(this.peers, peerId)) this.peers = asPeers(peerList(this.peers).concat(peerId));
     }
 
     private async refreshPeers(): Promise<void> {
       const entries = await this.seats.list(this.callId);
-      this.peers = entries.map((e) => e.member).filter((p) => p !== this.seat?.peerId).slice();
+      this.peers = asPeers(entries.map((e) => e.member).filter((p) => p !== this.seat?.peerId));
     }
 
     /** Reads the seat's inbox, through the consumer's queue, for as long as this connection holds the seat. */

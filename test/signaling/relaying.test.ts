@@ -138,6 +138,30 @@ describe('to, in a mesh call (MAX_PEERS=3)', () => {
     await y.c.nothing(0);
   });
 
+  it('as peers leave and join, a signal without to reaches exactly the others of the moment', async () => {
+    const [a, b, c] = await trio();
+    const callId = a.welcome.callId;
+    b.c.send({ type: 'bye' });
+    await a.c.next('peer-left');
+    await c.c.next('peer-left');
+    a.c.send(SHAPES.renegotiate); // one other peer left: c
+    expect(await c.c.next()).toEqual({ ...SHAPES.renegotiate, from: a.id });
+    c.c.send({ type: 'bye' });
+    await a.c.next('peer-left');
+    a.c.send(SHAPES.candidate); // nobody else: nothing happens, the socket stays open
+    await expectAlive(a.c);
+    const d = await join(mesh, callId);
+    await a.c.next('peer-joined');
+    const e = await join(mesh, callId);
+    await a.c.next('peer-joined');
+    await d.c.next('peer-joined');
+    a.c.send(SHAPES.offer); // two others again
+    expect(await d.c.next()).toEqual({ ...SHAPES.offer, from: a.id });
+    expect(await e.c.next()).toEqual({ ...SHAPES.offer, from: a.id });
+    e.c.send({ ...SHAPES.answer, to: a.id });
+    expect(await a.c.next()).toEqual({ ...SHAPES.answer, to: a.id, from: e.id });
+  });
+
   it('naming a peer that hung up gets unknown-peer', async () => {
     const [a, b, c] = await trio();
     b.c.send({ type: 'bye' });
