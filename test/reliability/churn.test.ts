@@ -32,9 +32,9 @@ const HELD_CALLS = 200;
  * Heap growth allowed per connection churned, after a full GC, as a share of what one *open*
  * connection costs (measured in the same process: consumer, runner, queues, ws socket, seat,
  * inbox). A leak of any real part of a connection shows as a good fraction of that cost; what may
- * legitimately stay is small and capped: a capacity per channel name (src/layers/names.ts,
- * cleared at 10,000 names) and, on Redis, up to 100,000 channels known to be empty
- * (src/layers/redis.ts MAX_TRACKED), ~100-200 B per connection until the caps.
+ * legitimately stay is small and capped: on Redis, up to 100,000 channels known to be empty
+ * (src/layers/redis.ts MAX_TRACKED), ~100-200 B per connection until the cap; on both, code the
+ * JIT compiles as the churn goes on.
  */
 const LEAK_SHARE = 0.25;
 /**
