@@ -69,7 +69,20 @@ type Listener = (...args: unknown[]) => void;
 const NODE_WS_EVENTS: ReadonlySet<string | symbol> = new Set(['message', 'close', 'error']);
 type TaggedWebSocket = WebSocket & { [TRANSPORT]?: NodeWsTransport };
 
-const TRANSPORT_FLAGS = { awaitingPong: 1, reported: 2, corked: 4 } as const;
+const TRANSPORT_FLAGS = { awaitingPong: 1, reported: 2, corked: 4, sentThisTick: 8 } as const;
+
+/**
+ * The transports that sent in the current tick: one `process.nextTick` ends the tick for all of
+ * them (`tickEnded`), instead of a callback made per socket per tick.
+ */
+const sentThisTick: NodeWsTransport[] = [];
+function endTick(): void {
+  for (let i = 0; i < sentThisTick.length; i++) (sentThisTick[i] as unknown as { tickEnded(): void }).tickEnded();
+  sentThisTick.length = 0;
+}
+function endOfTick(transport: NodeWsTransport): void {
+  if (sentThisTick.push(transport) === 1) process.nextTick(endTick);
+}
 
 /** A WebSocket on @hono/node-ws, as consumers see it. */
 export class NodeWsTransport implements WebsocketTransport {
@@ -96,6 +109,8 @@ export class NodeWsTransport implements WebsocketTransport {
   private declare reported: boolean;
   /** True while the socket is corked until the end of the current tick. */
   private declare corked: boolean;
+  /** A frame went out in the current tick (see `send`). */
+  private declare sentThisTick: boolean;
 
   /**
    * `socket` is the upgrade request's TCP socket (the request itself is not kept: a live
@@ -163,19 +178,27 @@ export class NodeWsTransport implements WebsocketTransport {
   send(data: string | Uint8Array): void {
     const ws = this.ws;
     if (!ws) return;
-    // Consumers send from promise continuations, one message at a time: cork the TCP socket until
-    // the end of this tick so the frames of a burst leave in one write, not one syscall each.
-    // (ws writes on the upgrade request's socket itself.)
-    const socket = this.socket;
-    if (!this.corked && socket.writable) {
+    // The first frame of a tick goes out at once: a lone signal waits for nothing. Consumers send
+    // from promise continuations, one message at a time, so from a second frame in the same tick
+    // on, the TCP socket is corked until the tick ends, and the rest of a burst leaves in one
+    // write, not one syscall each. (ws writes on the upgrade request's socket itself.)
+    if (!this.sentThisTick) {
+      this.sentThisTick = true;
+      endOfTick(this);
+    } else if (!this.corked && this.socket.writable) {
       this.corked = true;
-      socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        socket.uncork();
-      });
+      this.socket.cork();
     }
     ws.send(data);
+  }
+
+  /** The tick in which it sent ends: uncorks the socket if a burst corked it. */
+  private tickEnded(): void {
+    this.sentThisTick = false;
+    if (this.corked) {
+      this.corked = false;
+      this.socket.uncork();
+    }
   }
 
   close(code: number, reason: string): void {

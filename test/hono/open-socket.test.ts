@@ -238,6 +238,30 @@ describe('NodeWsTransport', () => {
     expect(transport.isOpen).toBe(false);
   });
 
+  it('writes the first frame of a tick at once, and corks the socket for the rest of a burst until the tick ends', async () => {
+    const log: string[] = [];
+    const socket = Object.assign(fakeSocket(), { cork: () => log.push('cork'), uncork: () => log.push('uncork') });
+    const transport = new NodeWsTransport(socket);
+    transport.attach({ frame: () => {}, closed: () => {} });
+    const accepted = transport.accept(undefined);
+    const ws = Object.assign(fakeWs(), { send: (data: string) => log.push(`send ${data}`) });
+    open(transport, ws);
+    await accepted;
+    transport.send('lone');
+    expect(log).toEqual(['send lone']); // not corked: nothing waits for the tick to end
+    await new Promise((resolve) => process.nextTick(resolve));
+    log.length = 0;
+    transport.send('a');
+    transport.send('b');
+    transport.send('c');
+    expect(log).toEqual(['send a', 'cork', 'send b', 'send c']);
+    await new Promise((resolve) => process.nextTick(resolve));
+    expect(log).toEqual(['send a', 'cork', 'send b', 'send c', 'uncork']);
+    log.length = 0;
+    transport.send('next tick'); // a new tick: at once again
+    expect(log).toEqual(['send next tick']);
+  });
+
   it('closes with the code a consumer gave before the socket opened', async () => {
     const transport = new NodeWsTransport(fakeSocket());
     transport.attach({ frame: () => {}, closed: () => {} });
