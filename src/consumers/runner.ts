@@ -193,7 +193,9 @@ export abstract class Runner<C extends Consumer> implements ConsumerRuntime {
       runner.addJob(job);
       if (runner.draining || runner.drainQueued) return;
       runner.drainQueued = true;
-      if (scheduled.push(runner) === 1) queueMicrotask(drainScheduled);
+      // A reaction to a settled promise, not queueMicrotask: Node wraps each of those in an
+      // AsyncResource and a bound function, made anew for every message a layer hands over.
+      if (scheduled.push(runner) === 1) void RESOLVED.then(drainScheduled);
     };
   }
 
