@@ -17,82 +17,86 @@ interface QueuedItem {
   expiresAt: number;
 }
 
-/** No queued messages: one empty list shared by every queue that has none (most, most of the time). */
-const NO_ITEMS: QueuedItem[] = Object.freeze([]) as unknown as QueuedItem[];
+/**
+ * The empty list every Queue starts with and goes back to, for its messages and its receives
+ * alike: never changed, replaced by a list of its own when something is added.
+ */
+const EMPTY: readonly never[] = Object.freeze([]);
+const empty = <T>(): T[] => EMPTY as unknown as T[];
+
+/** `list` with `value` appended: a list of its own in place of an empty one. */
+function appended<T>(list: T[], value: T): T[] {
+  if (list.length === 0) return [value];
+  list.push(value);
+  return list;
+}
+
+/** `list` once it dropped its first `n` entries: the shared empty list when nothing is left. */
+function dropped<T>(list: T[], n: number): T[] {
+  if (n >= list.length) return empty<T>();
+  if (n > 0) list.splice(0, n);
+  return list;
+}
 
 /**
  * A channel's queue: messages waiting for a receive, or receives waiting for a message. A channel
  * with just one pending receive has none (the layer keeps the sink itself); a Queue is made when
- * a message must wait, or a second receive does. It keeps its first pending receive in a field
- * rather than a list, and shares NO_ITEMS while it holds no message.
+ * a message must wait, or a second receive does, and both its lists share EMPTY while empty.
  */
 class Queue {
   /** Messages not yet received, oldest first. */
-  items: QueuedItem[] = NO_ITEMS;
-  /** The oldest pending receive. */
-  private waiter: MessageSink | undefined = undefined;
-  /** Further pending receives, in order after `waiter` (only when several wait on one channel). */
-  private more: MessageSink[] | undefined = undefined;
+  items: QueuedItem[] = empty();
+  /** Pending receives, oldest first. */
+  waiters: MessageSink[] = empty();
 
   get idle(): boolean {
-    return this.items.length === 0 && this.waiter === undefined;
+    return this.items.length === 0 && this.waiters.length === 0;
   }
 
   /** The pending receive when it is the only one, else undefined. */
   get loneWaiter(): MessageSink | undefined {
-    return this.more === undefined ? this.waiter : undefined;
+    return this.waiters.length === 1 ? this.waiters[0] : undefined;
   }
 
   addItem(item: QueuedItem): void {
-    if (this.items === NO_ITEMS) this.items = [item];
-    else this.items.push(item);
+    this.items = appended(this.items, item);
   }
 
   takeItem(): QueuedItem | undefined {
-    if (this.items.length === 0) return undefined;
-    const item = this.items.shift();
-    if (this.items.length === 0) this.items = NO_ITEMS; // an emptied list keeps its grown storage
+    const item = this.items[0];
+    this.items = dropped(this.items, 1); // an emptied list would keep its grown storage
     return item;
   }
 
   /** Drops the first `n` messages. */
   dropItems(n: number): void {
-    if (n >= this.items.length) this.items = NO_ITEMS;
-    else if (n > 0) this.items.splice(0, n);
+    this.items = dropped(this.items, n);
   }
 
   addWaiter(sink: MessageSink): void {
-    if (this.waiter === undefined) this.waiter = sink;
-    else (this.more ??= []).push(sink);
+    this.waiters = appended(this.waiters, sink);
   }
 
   /** The oldest pending receive, taken off the queue. */
   takeWaiter(): MessageSink | undefined {
-    const waiter = this.waiter;
-    if (waiter !== undefined) {
-      this.waiter = this.more?.shift();
-      if (this.more?.length === 0) this.more = undefined;
-    }
+    const waiter = this.waiters[0];
+    this.waiters = dropped(this.waiters, 1);
     return waiter;
   }
 
   /** Withdraws a pending receive; false when it was not pending here. */
   removeWaiter(sink: MessageSink): boolean {
-    if (this.waiter === sink) {
-      this.takeWaiter();
-      return true;
-    }
-    const i = this.more ? this.more.indexOf(sink) : -1;
+    const i = this.waiters.indexOf(sink);
     if (i === -1) return false;
-    this.more!.splice(i, 1);
-    if (this.more!.length === 0) this.more = undefined;
+    if (this.waiters.length === 1) this.waiters = empty();
+    else this.waiters.splice(i, 1);
     return true;
   }
 
   /** Takes every pending receive off the queue, oldest first. */
   takeWaiters(): MessageSink[] {
-    const all: MessageSink[] = [];
-    for (let w = this.takeWaiter(); w !== undefined; w = this.takeWaiter()) all.push(w);
+    const all = this.waiters;
+    this.waiters = empty();
     return all;
   }
 }
