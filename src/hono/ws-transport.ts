@@ -71,19 +71,6 @@ type TaggedWebSocket = WebSocket & { [TRANSPORT]?: NodeWsTransport };
 
 const TRANSPORT_FLAGS = { awaitingPong: 1, reported: 2, corked: 4, sentThisTick: 8 } as const;
 
-/**
- * The transports that sent in the current tick: one `process.nextTick` ends the tick for all of
- * them (`tickEnded`), instead of a callback made per socket per tick.
- */
-const sentThisTick: NodeWsTransport[] = [];
-function endTick(): void {
-  for (let i = 0; i < sentThisTick.length; i++) (sentThisTick[i] as unknown as { tickEnded(): void }).tickEnded();
-  sentThisTick.length = 0;
-}
-function endOfTick(transport: NodeWsTransport): void {
-  if (sentThisTick.push(transport) === 1) process.nextTick(endTick);
-}
-
 /** A WebSocket on @hono/node-ws, as consumers see it. */
 export class NodeWsTransport implements WebsocketTransport {
   /**
@@ -184,7 +171,7 @@ export class NodeWsTransport implements WebsocketTransport {
     // write, not one syscall each. (ws writes on the upgrade request's socket itself.)
     if (!this.sentThisTick) {
       this.sentThisTick = true;
-      endOfTick(this);
+      if (NodeWsTransport.senders.push(this) === 1) process.nextTick(NodeWsTransport.endTick);
     } else if (!this.corked && this.socket.writable) {
       this.corked = true;
       this.socket.cork();
@@ -192,13 +179,24 @@ export class NodeWsTransport implements WebsocketTransport {
     ws.send(data);
   }
 
-  /** The tick in which it sent ends: uncorks the socket if a burst corked it. */
-  private tickEnded(): void {
-    this.sentThisTick = false;
-    if (this.corked) {
-      this.corked = false;
-      this.socket.uncork();
+  /**
+   * The transports that sent in the current tick: one `process.nextTick` ends the tick for all of
+   * them, instead of a callback made per socket per tick.
+   */
+  private static readonly senders: NodeWsTransport[] = [];
+
+  /** The tick ends: each socket that sent in it may send at once again, and one a burst corked is uncorked. */
+  private static endTick(): void {
+    const senders = NodeWsTransport.senders;
+    for (let i = 0; i < senders.length; i++) {
+      const transport = senders[i]!;
+      transport.sentThisTick = false;
+      if (transport.corked) {
+        transport.corked = false;
+        transport.socket.uncork();
+      }
     }
+    senders.length = 0;
   }
 
   close(code: number, reason: string): void {
