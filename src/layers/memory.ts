@@ -124,6 +124,15 @@ interface Roster {
 /** A stored entry as the layer's callers see it (a copy of their own). */
 const entryOut = (e: StoredEntry): RosterEntry => ({ member: e.member, data: e.data, since: e.since + EPOCH });
 
+/**
+ * What a channel's entry holds once its lone pending receive took a message: nothing, but the
+ * entry stays, so the receive that follows (at once, for a consumer) overwrites it in place. A
+ * delete and a new entry per message would have the map rebuild its table every few thousand
+ * messages, and each new table (tens of KB at a thousand channels) outlives a young-generation
+ * collection. A sweep drops entries still left this way.
+ */
+const TAKEN = Symbol('taken');
+
 /** How often expired messages, memberships and rosters are swept, at most (ms). */
 const MAX_SWEEP_INTERVAL = 10_000;
 
@@ -134,9 +143,10 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
    * Each channel with something in it: a Queue, or, for a channel with one pending receive and no
    * message (every channel an idle consumer reads), that receive's sink itself. So an idle
    * channel costs one map entry, no Queue; one is made when messages wait or receives queue up,
-   * and dropped once it is idle again.
+   * and dropped once it is idle again. TAKEN stands for nothing, between a message and the
+   * receive after it.
    */
-  private readonly queues = new Map<string, Queue | MessageSink>();
+  private readonly queues = new Map<string, Queue | MessageSink | typeof TAKEN>();
   private readonly groups = new Map<string, Map<string, number>>();
   private readonly rosters = new Map<string, Roster>();
   private sweeper: NodeJS.Timeout | undefined;
@@ -181,10 +191,11 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
 
   /** Hands a message to a waiting receiver or queues it; false when the channel is full. */
   private deliver(channel: string, stored: Stored, capacity: number): boolean {
-    const entry = this.queues.get(channel);
+    const entry = this.entryOf(channel);
     if (entry !== undefined && !(entry instanceof Queue)) {
-      // The channel's one pending receive: it is taken (its next receive puts it back).
-      this.queues.delete(channel);
+      // The channel's one pending receive: it is taken (its next receive takes the entry back).
+      this.queues.set(channel, TAKEN);
+      this.scheduleSweep();
       this.deliverTo(entry, stored);
       return true;
     }
@@ -204,7 +215,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   }
 
   protected storeReceive(channel: string, sink: MessageSink): void {
-    const entry = this.queues.get(channel);
+    const entry = this.entryOf(channel);
     if (entry === undefined) {
       this.queues.set(channel, sink); // nothing queued, nobody else waiting
       return;
@@ -307,6 +318,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
 
   protected async storeFlush(): Promise<void> {
     for (const [channel, q] of this.queues) {
+      if (q === TAKEN) this.queues.delete(channel);
       if (!(q instanceof Queue)) continue; // a pending receive, nothing queued
       q.dropItems(q.items.length);
       this.forgetIfIdle(channel, q);
@@ -321,7 +333,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     const err = new LayerClosed();
     for (const q of this.queues.values()) {
       if (q instanceof Queue) for (const w of q.takeWaiters()) w.fail(err);
-      else q.fail(err);
+      else if (q !== TAKEN) q.fail(err);
     }
     this.queues.clear();
     this.groups.clear();
@@ -334,6 +346,12 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     if (waiter) q.addWaiter(waiter);
     this.queues.set(channel, q);
     return q;
+  }
+
+  /** The channel's entry, with TAKEN read as none. */
+  private entryOf(channel: string): Queue | MessageSink | undefined {
+    const entry = this.queues.get(channel);
+    return entry === TAKEN ? undefined : entry;
   }
 
   private dropExpired(q: Queue, now: number): void {
@@ -376,6 +394,7 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   private sweep(): void {
     const now = Date.now();
     for (const [channel, q] of this.queues) {
+      if (q === TAKEN) this.queues.delete(channel); // its receive did not come back
       if (!(q instanceof Queue)) continue; // a pending receive, nothing queued
       this.dropExpired(q, now);
       this.forgetIfIdle(channel, q);

@@ -85,7 +85,7 @@ describe('InMemory receives waiting on one channel', () => {
     layer.receiveInto(ch, a);
     expect(entries.get(ch)).toBe(a); // the idle channel: its sink, nothing else
     await layer.send(ch, { type: 'm', n: 1 });
-    expect(entries.has(ch)).toBe(false);
+    expect(typeof entries.get(ch)).toBe('symbol'); // taken: the entry stays for the next receive
     await layer.send(ch, { type: 'm', n: 2 }); // nobody receives: it waits in a Queue
     expect(entries.get(ch)).not.toBe(a);
     expect(entries.get(ch)).toBeDefined();
@@ -106,5 +106,30 @@ describe('InMemory receives waiting on one channel', () => {
     layer.receiveInto(ch, b);
     await layer.close();
     expect(log.at(-1)).toBe('b:failed LayerClosed');
+  });
+
+  it("keep a channel's map entry from a message to the receive after it, and sweep it if that receive never comes", async () => {
+    const layer = new InMemoryChannelLayer({ expiry: 0.02 }); // sweeps every 10 ms
+    const entries = (layer as unknown as { queues: Map<string, unknown> }).queues;
+    const log: string[] = [];
+    const [x, y] = [await layer.newChannel(), await layer.newChannel()];
+    layer.receiveInto(x, sink('x', log));
+    layer.receiveInto(y, sink('y', log));
+    for (let n = 1; n <= 3; n++) {
+      await layer.send(x, { type: 'm', n });
+      layer.receiveInto(x, sink('x', log)); // as a consumer does after each message
+    }
+    // The entry was overwritten in place each time, not deleted and added again (which would move it after y).
+    expect([...entries.keys()]).toEqual([x, y]);
+    expect(log).toEqual(['x:1', 'x:2', 'x:3']);
+    await layer.send(y, { type: 'm', n: 4 }); // y's reader never comes back
+    expect(entries.has(y)).toBe(true);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(entries.has(y)).toBe(false);
+    expect(entries.has(x)).toBe(true); // a pending receive is kept
+    await layer.send(y, { type: 'm', n: 5 }); // and y still works: the message waits for a receive
+    layer.receiveInto(y, sink('y', log));
+    expect(log.at(-1)).toBe('y:5');
+    await layer.close();
   });
 });
