@@ -3,7 +3,9 @@
  * credentials, health, metrics, the pages' security headers, and ending a call from outside.
  */
 import { createHmac } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import perfHooks from 'node:perf_hooks';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { SignalingMetrics } from '../../src/signaling/index.js';
 import { ADMIN_TOKEN, callUrl, expectAlive, expectError, http, join, newCallId, open, pair, SHAPES, serve, type Server } from './harness.js';
 
 const TURN_SECRET = 'turn-static-auth-secret-for-tests-42';
@@ -177,6 +179,19 @@ describe('GET /metrics', () => {
     expect(grown(before, after, /call/i).filter((k) => !/connection/i.test(k)), 'a calls sample grew').not.toEqual([]);
     expect(grown(before, after, /signal|relay/i), 'a signals-relayed sample grew').not.toEqual([]);
     expect(grown(before, after, /layer|latency/i), 'a layer latency sample grew').not.toEqual([]);
+  });
+
+  it("reports the event loop's lag, sampled every 100 ms: an idle server wakes 10 times a second for it, not 100", async () => {
+    const text = await (await http(one, '/metrics')).text();
+    expect(text).toMatch(/^nodejs_eventloop_lag_p99_seconds \S+/m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_max_seconds \S+/m);
+    const spy = vi.spyOn(perfHooks, 'monitorEventLoopDelay');
+    try {
+      new SignalingMetrics();
+      expect(spy).toHaveBeenCalledWith(expect.objectContaining({ resolution: 100 }));
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('counts errors by code', async () => {
