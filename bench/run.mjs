@@ -146,24 +146,26 @@ const PHASE_RUNNERS = [
     const atOpen = treeRssKiB(srv.pid);
     const out = { peers: opened.peers, openMs: opened.openMs, rssBeforeKiB: before, rssAtOpenKiB: atOpen,
       kibPerPeerAtOpen: round((atOpen - before) / opened.peers, 2), idleS: P.idleS };
+    // CPU over the idle window, every peer still connected: what heartbeats and timers cost (on
+    // Render's free tier, 0.1 CPU, it is what an idle server pays all day).
+    const idleCpu = phaseMeter(pids);
     if (redis) {
       out.redisUsedMemoryKiBPerPeer = round(((await redisMemory(redis.port)) - rm0) / 1024 / opened.peers, 2);
       // Redis commands over an idle window with every peer still connected.
       const s0 = await commandStats(redis.port);
-      const idleCpu = phaseMeter(pids);
       await sleep(P.redisIdleS * 1000);
       const idle = statsDiff(s0, await commandStats(redis.port));
       out.redisIdle = { windowS: P.redisIdleS, commands: idle.total, perMinute: round((idle.total * 60) / P.redisIdleS, 1), byCommand: idle.byCommand };
-      out.idleCpu = idleCpu();
     }
     const rest = P.idleS - (redis ? P.redisIdleS : 0);
     if (rest > 0) await sleep(rest * 1000);
+    out.idleCpu = idleCpu();
     const after = await settled();
     out.rssAfterKiB = after;
     out.kibPerPeer = round((after - before) / opened.peers, 2);
     await lg.call('idleRelease', {}, 120_000);
     log(`${label} memory: ${out.peers} idle peers, ${out.kibPerPeer} KiB each after ${P.idleS} s idle, ${out.kibPerPeerAtOpen} at open` +
-      ` (RSS ${before} -> ${atOpen} -> ${after} KiB)` +
+      ` (RSS ${before} -> ${atOpen} -> ${after} KiB); server CPU idle ${out.idleCpu.serverCpuPct} %` +
       (out.redisIdle ? `; Redis idle: ${out.redisIdle.commands} commands in ${P.redisIdleS} s` : ''));
     return out;
   }],
@@ -352,12 +354,12 @@ function report(meta, results) {
     ]));
     out.push('');
   }
-  out.push(`Memory: server RSS (whole process tree) before ${P.idlePeers} idle peers in calls of two, ${P.settleS} s after they opened, and after ${P.idleS} s idle (the figure); before and idle are read just after a full GC in every process`);
-  out.push(table(['server', 'peers', 'RSS before KiB', 'at open KiB', 'idle KiB', 'KiB/peer at open', 'KiB/peer idle', 'Redis KiB/peer', 'Redis cmds idle/min'],
+  out.push(`Memory: server RSS (whole process tree) before ${P.idlePeers} idle peers in calls of two, ${P.settleS} s after they opened, and after ${P.idleS} s idle (the figure); before and idle are read just after a full GC in every process; server CPU is over the idle window, every peer connected`);
+  out.push(table(['server', 'peers', 'RSS before KiB', 'at open KiB', 'idle KiB', 'KiB/peer at open', 'KiB/peer idle', 'server CPU % idle', 'Redis KiB/peer', 'Redis cmds idle/min'],
     results.filter((r) => !r.skipped).map((r) => {
       const x = r.memory ?? {};
-      return x.error ? [r.label, `error: ${x.error}`, '', '', '', '', '', '', '']
-        : [r.label, x.peers, x.rssBeforeKiB, x.rssAtOpenKiB, x.rssAfterKiB, x.kibPerPeerAtOpen, x.kibPerPeer, x.redisUsedMemoryKiBPerPeer, x.redisIdle?.perMinute];
+      return x.error ? [r.label, `error: ${x.error}`, '', '', '', '', '', '', '', '']
+        : [r.label, x.peers, x.rssBeforeKiB, x.rssAtOpenKiB, x.rssAfterKiB, x.kibPerPeerAtOpen, x.kibPerPeer, x.idleCpu?.serverCpuPct, x.redisUsedMemoryKiBPerPeer, x.redisIdle?.perMinute];
     })));
   out.push('');
 
@@ -369,6 +371,7 @@ function report(meta, results) {
     ['p99 ms, 500 calls, 2,000 signals/s', ...col((r) => r.latency500?.p99)],
     [`max signals/s, ${P.tputCalls} calls`, ...col((r) => r.throughput?.signalsPerS)],
     [`KiB per idle connection (${P.idlePeers})`, ...col((r) => r.memory?.kibPerPeer)],
+    [`server CPU % with ${P.idlePeers} idle peers`, ...col((r) => r.memory?.idleCpu?.serverCpuPct)],
     ['Redis commands per call', ...col((r) => r.setup?.redisCommands?.perCall)],
     ['Redis commands per idle minute', ...col((r) => r.memory?.redisIdle?.perMinute)],
   ]));
