@@ -176,6 +176,7 @@ const PHASE_RUNNERS = [
     const r = await measured(lg, pids, redis, 'latency',
       { calls, ratePerCall: P.ratePerCall, warmupS: P.warmupS, durationS: P.durationS }, 180_000);
     r.serverCpuUsPerSignal = r.n && r.serverCpuS !== undefined ? round((r.serverCpuS * 1e6) / r.n, 1) : null;
+    r.serverUserUsPerSignal = r.n && r.serverUserCpuS !== undefined ? round((r.serverUserCpuS * 1e6) / r.n, 1) : null;
     log(`${label} latency, ${calls} calls, round ${i + 1}: p50 ${r.p50} p99 ${r.p99} max ${r.max} ms (n ${r.n}, lost ${r.lost}, CPU: server ${r.serverCpuPct} %, other ${r.otherCpuPct} %)`);
     const key = `latency${calls}`;
     const rounds = [...(res[key]?.rounds ?? []), r];
@@ -189,6 +190,7 @@ const PHASE_RUNNERS = [
     const r = await measured(lg, pids, redis, 'throughput',
       { calls: P.tputCalls, window: P.tputWindow, warmupS: P.tputWarmupS, durationS: P.tputDurationS }, 180_000);
     r.serverCpuUsPerSignal = r.signalsPerS && r.serverCpuS !== undefined ? round((r.serverCpuS * 1e6) / (r.signalsPerS * P.tputDurationS), 1) : null;
+    r.serverUserUsPerSignal = r.signalsPerS && r.serverUserCpuS !== undefined ? round((r.serverUserCpuS * 1e6) / (r.signalsPerS * P.tputDurationS), 1) : null;
     log(`${label} throughput: ${r.signalsPerS} signals/s (CPU: server ${r.serverCpuPct} %, load generator ${r.loadgenCpuPct} %, other ${r.otherCpuPct} %; per second ${r.perSecond.join(' ')})`);
     const rounds = [...(res.throughput?.rounds ?? []), r];
     const best = rounds.reduce((x, y) => (y.signalsPerS > x.signalsPerS ? y : x));
@@ -319,21 +321,21 @@ function report(meta, results) {
 
   for (const calls of P.latencyCalls) {
     out.push(`Relay latency, ${calls} call${calls > 1 ? 's' : ''}, ${calls * P.ratePerCall} signals/s offered (${P.ratePerCall}/s per call), ${P.durationS} s after ${P.warmupS} s warm-up, the round with the median p99 of ${P.latencyRounds}; ms`);
-    out.push(table(['server', 'p50', 'p90', 'p99', 'max', 'samples', 'sent/s', 'lost', 'server CPU %', 'server CPU µs/signal', 'Redis CPU %', 'loadgen CPU %', 'other CPU %', 'p99 of each round'],
+    out.push(table(['server', 'p50', 'p90', 'p99', 'max', 'samples', 'sent/s', 'lost', 'server CPU %', 'server CPU µs/signal', 'of it user space', 'Redis CPU %', 'loadgen CPU %', 'other CPU %', 'p99 of each round'],
       results.filter((r) => !r.skipped).map((r) => {
         const x = r[`latency${calls}`] ?? {};
-        return x.error ? [r.label, `error: ${x.error}`, '', '', '', '', '', '', '', '', '', '', '', '']
-          : [r.label, x.p50, x.p90, x.p99, x.max, x.n, x.sentPerS, x.lost, x.serverCpuPct, x.serverCpuUsPerSignal, x.redisCpuPct, x.loadgenCpuPct, x.otherCpuPct,
+        return x.error ? [r.label, `error: ${x.error}`, '', '', '', '', '', '', '', '', '', '', '', '', '']
+          : [r.label, x.p50, x.p90, x.p99, x.max, x.n, x.sentPerS, x.lost, x.serverCpuPct, x.serverCpuUsPerSignal, x.serverUserUsPerSignal, x.redisCpuPct, x.loadgenCpuPct, x.otherCpuPct,
             (x.rounds ?? [x]).map((y) => y.p99).join(' ')];
       })));
     out.push('');
   }
   out.push(`Max relayed signals/s: ${P.tputCalls} calls, ${P.tputWindow} signals in flight per peer, best of ${P.tputRounds} round(s) of ${P.tputDurationS} s`);
-  out.push(table(['server', 'signals/s', 'p50 ms', 'p99 ms', 'server CPU %', 'server CPU µs/signal', 'Redis CPU %', 'loadgen CPU %', 'other CPU %'],
+  out.push(table(['server', 'signals/s', 'p50 ms', 'p99 ms', 'server CPU %', 'server CPU µs/signal', 'of it user space', 'Redis CPU %', 'loadgen CPU %', 'other CPU %'],
     results.filter((r) => !r.skipped).map((r) => {
       const x = r.throughput ?? {};
       return x.error ? [r.label, `error: ${x.error}`]
-        : [r.label, x.signalsPerS, x.p50, x.p99, x.serverCpuPct, x.serverCpuUsPerSignal, x.redisCpuPct, x.loadgenCpuPct, x.otherCpuPct];
+        : [r.label, x.signalsPerS, x.p50, x.p99, x.serverCpuPct, x.serverCpuUsPerSignal, x.serverUserUsPerSignal, x.redisCpuPct, x.loadgenCpuPct, x.otherCpuPct];
     })));
   out.push('');
   out.push(`Call set-up: ${P.setupRate} new calls/s for ${P.setupS} s; join both, welcome, offer, answer, ${P.candidates} candidates each way, hang up`);

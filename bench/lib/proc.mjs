@@ -9,7 +9,7 @@ function stat(pid) {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' '); // fields from #3 (state) on
-    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) }; // utime + stime
+    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]), userTicks: Number(f[11]) }; // utime + stime
   } catch {
     return null;
   }
@@ -33,9 +33,19 @@ export function tree(pid) {
 
 /** CPU seconds (user + system) used so far by the tree of `pid`. */
 export function cpuSeconds(pid) {
+  return cpuSplit(pid).total;
+}
+
+/** CPU seconds used so far by the tree of `pid`: in all, and in user space (the rest is the kernel's, for the process). */
+export function cpuSplit(pid) {
   let ticks = 0;
-  for (const p of tree(pid)) ticks += stat(p)?.ticks ?? 0;
-  return ticks / TICKS_PER_S;
+  let user = 0;
+  for (const p of tree(pid)) {
+    const s = stat(p);
+    ticks += s?.ticks ?? 0;
+    user += s?.userTicks ?? 0;
+  }
+  return { total: ticks / TICKS_PER_S, user: user / TICKS_PER_S };
 }
 
 /** VmRSS in KiB of one process. */
@@ -97,7 +107,7 @@ export function machineBusySeconds() {
 export function phaseMeter({ server, redis, loadgen }) {
   const t0 = process.hrtime.bigint();
   const snap = () => ({
-    server: cpuSeconds(server), redis: redis ? cpuSeconds(redis) : 0, loadgen: loadgen ? cpuSeconds(loadgen) : 0,
+    ...(() => { const c = cpuSplit(server); return { server: c.total, serverUser: c.user }; })(), redis: redis ? cpuSeconds(redis) : 0, loadgen: loadgen ? cpuSeconds(loadgen) : 0,
     self: (() => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; })(), ...(() => {
       const m = machineBusySeconds();
       return { machine: m.tasks, irq: m.irq };
@@ -112,6 +122,7 @@ export function phaseMeter({ server, redis, loadgen }) {
     return {
       wallS: Math.round(wall * 100) / 100,
       serverCpuS: Math.round(d('server') * 100) / 100,
+      serverUserCpuS: Math.round(d('serverUser') * 100) / 100,
       serverCpuPct: pct(d('server')),
       ...(redis ? { redisCpuPct: pct(d('redis')) } : {}),
       loadgenCpuPct: pct(d('loadgen')),
