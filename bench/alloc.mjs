@@ -12,9 +12,9 @@
 //                                       gets promoted, and so makes the full collections come)
 //
 // Prints the sampled bytes allocated per signal and the top allocating functions.
-import { Session } from 'node:inspector/promises';
 import WebSocket from 'ws';
 import { startServer } from '../dist/server.js';
+import { sampleAllocations } from './lib/profile.mjs';
 
 const N = Number(process.argv[2] ?? 30_000);
 const TOP = 20;
@@ -48,27 +48,9 @@ async function relay(n) {
 }
 
 await relay(5_000); // warm-up: optimized code, settled heap
-const session = new Session();
-session.connect();
-await session.post('HeapProfiler.enable');
-await session.post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !process.env.SURVIVORS });
-await relay(N);
-const { profile } = await session.post('HeapProfiler.stopSampling');
-
-const bySite = new Map();
-let total = 0;
-(function walk(node) {
-  const f = node.callFrame;
-  const site = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*?\/dist\//, 'dist/')}:${f.lineNumber + 1}`;
-  if (node.selfSize) {
-    total += node.selfSize;
-    bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
-  }
-  for (const child of node.children) walk(child);
-})(profile.head);
-
+const { total, sites } = await sampleAllocations(() => relay(N), { survivorsOnly: Boolean(process.env.SURVIVORS) });
 console.log(`${N} signals: ${(total / N).toFixed(0)} bytes ${process.env.SURVIVORS ? 'that outlived a young-generation collection' : 'allocated'} per signal (sampled; server and this process's clients)`);
-for (const [site, bytes] of [...bySite].sort((x, y) => y[1] - x[1]).slice(0, TOP)) console.log(`${(bytes / N).toFixed(0).padStart(8)}  ${site}`);
+for (const [site, bytes] of sites.slice(0, TOP)) console.log(`${(bytes / N).toFixed(0).padStart(8)}  ${site}`);
 a.close();
 b.close();
 await server.close(2000);

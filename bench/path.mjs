@@ -12,13 +12,13 @@
 //
 // Prints µs per signal (three rounds, after a warm-up) and the bytes allocated per signal by
 // function, from V8's sampling heap profiler.
-import { Session } from 'node:inspector/promises';
 import { loadConfig } from '../dist/config.js';
 import { createChannelLayer } from '../dist/layers/index.js';
 import { layerOptionsFor } from '../dist/server.js';
 import { createLogger } from '../dist/logger.js';
 import { createCallConsumer, Seats, SeatWatch, RateLimit, SignalingMetrics } from '../dist/signaling/index.js';
 import { WebsocketCommunicator } from '../dist/consumers/testing.js';
+import { sampleAllocations } from './lib/profile.mjs';
 
 const N = Number(process.argv[2] ?? 300_000);
 const IN_FLIGHT = 20;
@@ -68,25 +68,9 @@ for (let round = 1; round <= 3; round++) {
   console.log(`round ${round}: ${(((performance.now() - t0) / N) * 1000).toFixed(2)} µs per signal`);
 }
 
-const session = new Session();
-session.connect();
-await session.post('HeapProfiler.enable');
-await session.post('HeapProfiler.startSampling', { samplingInterval: 128, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
 const M = 100_000;
-await relay(M);
-const { profile } = await session.post('HeapProfiler.stopSampling');
-const bySite = new Map();
-let total = 0;
-(function walk(node) {
-  const f = node.callFrame;
-  const site = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*?\/(dist|bench)\//, '$1/')}:${f.lineNumber + 1}`;
-  if (node.selfSize) {
-    total += node.selfSize;
-    bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
-  }
-  for (const child of node.children) walk(child);
-})(profile.head);
+const { total, sites } = await sampleAllocations(() => relay(M), { intervalBytes: 128 });
 console.log(`${(total / M).toFixed(0)} bytes allocated per signal (sampled; the test transport and this script included)`);
-for (const [site, bytes] of [...bySite].sort((x, y) => y[1] - x[1]).slice(0, TOP)) console.log(`${(bytes / M).toFixed(0).padStart(8)}  ${site}`);
+for (const [site, bytes] of sites.slice(0, TOP)) console.log(`${(bytes / M).toFixed(0).padStart(8)}  ${site}`);
 await layer.close();
 process.exit(0);

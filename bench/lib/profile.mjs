@@ -1,6 +1,7 @@
 // Summarising a V8 .cpuprofile: where the samples fall, by function (self and inclusive) and
 // by package, as % of the non-idle samples.
 import { readFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 
 function where(cf, root) {
   let url = cf.url || '';
@@ -137,4 +138,32 @@ export function formatSummary(title, s) {
     `Event loop busy without a break: ${s.longTasks.over5ms} stretches >= 5 ms, ${s.longTasks.over10ms} >= 10 ms, ${s.longTasks.over50ms} >= 50 ms; the longest:`,
     ...s.longTasks.longest.map((t) => `  ${String(t.ms).padStart(7)} ms  entered via ${t.entry.join(', ')}; most self time: ${t.self.join(', ')}`),
   ].join('\n');
+}
+
+/**
+ * Runs `run()` under V8's sampling heap profiler, in this process, and resolves the bytes it
+ * allocated by function: `{ total, sites }`, sites as [site, bytes] pairs, largest first. Objects
+ * the collector freed count too, unless `survivorsOnly` (then only what outlived a
+ * young-generation collection: what gets promoted, and so makes the full collections come).
+ */
+export async function sampleAllocations(run, { intervalBytes = 512, survivorsOnly = false } = {}) {
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.enable');
+  await session.post('HeapProfiler.startSampling', { samplingInterval: intervalBytes, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !survivorsOnly });
+  await run();
+  const { profile } = await session.post('HeapProfiler.stopSampling');
+  session.disconnect();
+  const bySite = new Map();
+  let total = 0;
+  (function walk(node) {
+    const f = node.callFrame;
+    const site = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*?\/(dist|bench)\//, '$1/')}:${f.lineNumber + 1}`;
+    if (node.selfSize) {
+      total += node.selfSize;
+      bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
+    }
+    for (const child of node.children) walk(child);
+  })(profile.head);
+  return { total, sites: [...bySite].sort((x, y) => y[1] - x[1]) };
 }
