@@ -38,7 +38,7 @@ let P = QUICK
   ? { latencyCalls: [1, 100, 500], latencyRounds: 1, ratePerCall: 4, warmupS: 0.5, durationS: 2,
       tputCalls: 100, tputWindow: 8, tputWarmupS: 0.5, tputDurationS: 2, tputRounds: 1,
       setupRate: 50, setupS: 2, candidates: 10, auditCalls: 10, idlePeers: 1000, settleS: 1, idleS: 5, redisIdleS: 5 }
-  : { latencyCalls: [1, 100, 500], latencyRounds: 3, ratePerCall: 4, warmupS: 2, durationS: 10,
+  : { latencyCalls: [1, 100, 500], latencyRounds: 5, ratePerCall: 4, warmupS: 2, durationS: 6,
       tputCalls: 100, tputWindow: 8, tputWarmupS: 1, tputDurationS: 6, tputRounds: 3,
       setupRate: 50, setupS: 10, candidates: 10, auditCalls: 20, idlePeers: 5000, settleS: 3, idleS: 25, redisIdleS: 25 };
 
@@ -170,8 +170,10 @@ const PHASE_RUNNERS = [
     return out;
   }],
   // Latency is run in rounds too, servers interleaved, and the round with the median p99 kept:
-  // on these 2 cores one round's p99 moves by 2x with what else ran in its 10 s (bare ws gave
-  // 2.0 and 4.6 ms in two runs), and a median of rounds is steadier than any one of them.
+  // on these 2 cores one round's p99 moves by 2x with what else ran in its window (bare ws gave
+  // 5.8, 2.3 and 1.7 ms in three rounds of one run), and a median of rounds is steadier than any
+  // one of them. Five rounds of 6 s, not three of 10: the same time measured, and it takes three
+  // disturbed rounds, not two, to move the median.
   ...Array.from({ length: P.latencyRounds }, (_, i) => P.latencyCalls.map((calls) => [`latency${calls}#${i + 1}`, async ({ redis, pids, res }, lg, log, label) => {
     const r = await measured(lg, pids, redis, 'latency',
       { calls, ratePerCall: P.ratePerCall, warmupS: P.warmupS, durationS: P.durationS }, 180_000);
