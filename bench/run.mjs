@@ -177,8 +177,8 @@ const PHASE_RUNNERS = [
   ...Array.from({ length: P.latencyRounds }, (_, i) => P.latencyCalls.map((calls) => [`latency${calls}#${i + 1}`, async ({ redis, pids, res }, lg, log, label) => {
     const r = await measured(lg, pids, redis, 'latency',
       { calls, ratePerCall: P.ratePerCall, warmupS: P.warmupS, durationS: P.durationS }, 180_000);
-    r.serverCpuUsPerSignal = r.n && r.serverCpuS !== undefined ? round((r.serverCpuS * 1e6) / r.n, 1) : null;
-    r.serverUserUsPerSignal = r.n && r.serverUserCpuS !== undefined ? round((r.serverUserCpuS * 1e6) / r.n, 1) : null;
+    r.serverCpuUsPerSignal = usPerSignal(r.serverCpuS, r.n);
+    r.serverUserUsPerSignal = usPerSignal(r.serverUserCpuS, r.n);
     log(`${label} latency, ${calls} calls, round ${i + 1}: p50 ${r.p50} p99 ${r.p99} max ${r.max} ms (n ${r.n}, lost ${r.lost}, CPU: server ${r.serverCpuPct} %, other ${r.otherCpuPct} %)`);
     const key = `latency${calls}`;
     const rounds = [...(res[key]?.rounds ?? []), r];
@@ -191,8 +191,8 @@ const PHASE_RUNNERS = [
   ...Array.from({ length: P.tputRounds }, (_, i) => [`throughput#${i + 1}`, async ({ redis, pids, res }, lg, log, label) => {
     const r = await measured(lg, pids, redis, 'throughput',
       { calls: P.tputCalls, window: P.tputWindow, warmupS: P.tputWarmupS, durationS: P.tputDurationS }, 180_000);
-    r.serverCpuUsPerSignal = r.signalsPerS && r.serverCpuS !== undefined ? round((r.serverCpuS * 1e6) / (r.signalsPerS * P.tputDurationS), 1) : null;
-    r.serverUserUsPerSignal = r.signalsPerS && r.serverUserCpuS !== undefined ? round((r.serverUserCpuS * 1e6) / (r.signalsPerS * P.tputDurationS), 1) : null;
+    r.serverCpuUsPerSignal = usPerSignal(r.serverCpuS, r.signalsPerS * P.tputDurationS);
+    r.serverUserUsPerSignal = usPerSignal(r.serverUserCpuS, r.signalsPerS * P.tputDurationS);
     log(`${label} throughput: ${r.signalsPerS} signals/s (CPU: server ${r.serverCpuPct} %, load generator ${r.loadgenCpuPct} %, other ${r.otherCpuPct} %; per second ${r.perSecond.join(' ')})`);
     const rounds = [...(res.throughput?.rounds ?? []), r];
     const best = rounds.reduce((x, y) => (y.signalsPerS > x.signalsPerS ? y : x));
@@ -298,6 +298,9 @@ async function redisMemory(port) {
   const text = await redisCommand(port, 'INFO memory');
   return Number(/used_memory:(\d+)/.exec(text)?.[1] ?? 0);
 }
+
+/** Server CPU µs per relayed signal, from CPU seconds over a window and the signals in it. */
+const usPerSignal = (cpuS, signals) => (signals && cpuS !== undefined ? round((cpuS * 1e6) / signals, 1) : null);
 
 const round = (v, d = 1) => (v === null || v === undefined || Number.isNaN(v) ? null : Math.round(v * 10 ** d) / 10 ** d);
 
