@@ -17,7 +17,7 @@ import { cpus, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { machine, openFileLimits, phaseMeter, treeRssKiB } from './lib/proc.mjs';
+import { machine, openFileLimits, phaseMeter, tree, treeRssKiB } from './lib/proc.mjs';
 import { startRedis, commandStats, statsDiff, redisCommand, monitor } from './lib/redis.mjs';
 import { startServer } from './lib/server.mjs';
 import { chartSvg } from './lib/chart.mjs';
@@ -99,9 +99,18 @@ async function startOne(def, lg, log) {
       argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${dir}`);
       res.profileDir = dir;
     }
-    ctx.srv = await startServer({ argv, env, cwd: ROOT, label: def.label, fileLimit: FILE_LIMIT, inspect: PHASES.includes('memory') });
-    cleanupHooks.push(ctx.srv.kill);
-    if (def.ours) await waitHealthy(ctx.srv.port, def.redis ? 2 : 1);
+    const inspect = PHASES.includes('memory');
+    for (let attempt = 1; ; attempt++) {
+      ctx.srv = await startServer({ argv, env, cwd: ROOT, label: def.label, fileLimit: FILE_LIMIT, inspect });
+      cleanupHooks.push(ctx.srv.kill);
+      if (def.ours) await waitHealthy(ctx.srv.port, def.redis ? 2 : 1);
+      // Every process needs its inspector for the memory phase (see collectGarbage): start again
+      // when a worker's port was taken.
+      const procs = tree(ctx.srv.pid).length;
+      if (!inspect || ctx.srv.inspected() >= procs || attempt >= 3) break;
+      log(`${def.label}: ${procs - ctx.srv.inspected()} of ${procs} processes started without an inspector; starting again`);
+      await ctx.srv.stop('SIGTERM');
+    }
     res.pid = ctx.srv.pid;
     ctx.pids = { server: ctx.srv.pid, redis: ctx.redis?.pid, loadgen: lg.pid };
     log(`${def.label}: listening on ${ctx.srv.port} (pid ${ctx.srv.pid})`);

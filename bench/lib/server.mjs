@@ -103,14 +103,22 @@ export function startServer({ argv, env, cwd, label, fileLimit, inspect = false 
   });
 
   return ready.then(
-    (port) => ({ pid: child.pid, port, stop, kill, output: () => lines.slice(), exited, collectGarbage: () => collectGarbage(inspectors) }),
+    (port) => ({ pid: child.pid, port, stop, kill, output: () => lines.slice(), exited,
+      collectGarbage: () => collectGarbage(inspectors, child.pid), inspected: () => inspectors.length }),
     async (err) => { await stop('SIGKILL'); throw err; },
   );
 }
 
-/** Runs a full garbage collection in each inspected process (HeapProfiler.collectGarbage), in parallel. */
-async function collectGarbage(urls) {
+/**
+ * Runs a full garbage collection in every process of the tree of `pid` (HeapProfiler.collectGarbage),
+ * in parallel. Throws if a process has no inspector: a cluster worker's inspector port is the
+ * primary's plus its id, and when something else holds that port the worker runs without one.
+ * Its heap would go uncollected, and the memory read after it would be wrong without a word.
+ */
+async function collectGarbage(urls, pid) {
   if (urls.length === 0) throw new Error('collectGarbage: the server was not started with inspect');
+  const procs = tree(pid).length;
+  if (urls.length < procs) throw new Error(`collectGarbage: ${procs - urls.length} of the ${procs} server processes have no inspector (its port was taken?)`);
   const { default: WebSocket } = await import('ws');
   await Promise.all(urls.map((url) => new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
