@@ -123,7 +123,7 @@ async function one(def, lg, log) {
     if (def.redis) { redis = await startRedis(); env.REDIS_URL = redis.url; }
     const [node, script, ...rest] = def.argv;
     srv = await startServer({ argv: [node, '--heapsnapshot-signal=SIGUSR2', join(ROOT, script), ...rest], env, cwd: dir, label: def.label });
-    if (def.ours) await sleep(def.redis ? 2500 : 500);
+    if (def.ours) await sleep((def.workers ?? 1) > 1 ? 2500 : 500);
     await lg.call('target', { protocol: def.protocol, hangup: def.hangup, port: srv.port });
     await lg.call('idleOpen', { peers: 20 });
     await lg.call('idleRelease', {});

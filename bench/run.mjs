@@ -3,7 +3,7 @@
 // server on Redis with two workers. Prints the figures of design.md and writes
 // bench/results/latest.json and bench/results/chart.svg.
 //
-//   node bench/run.mjs [--quick] [--only=ws,ws-json,peerjs,memory,redis] [--profile]
+//   node bench/run.mjs [--quick] [--only=ws,ws-json,peerjs,memory,redis,redis1] [--profile]
 //
 // --quick    a 1-2 minute smoke run (short windows, 1,000 idle peers); figures are rough.
 // --only     run a subset of the servers.
@@ -43,7 +43,7 @@ let P = QUICK
       setupRate: 50, setupS: 10, candidates: 10, auditCalls: 20, idlePeers: 5000, settleS: 3, idleS: 25, redisIdleS: 25 };
 
 const SERVERS = ALL_SERVERS
-  .filter((s) => (ONLY ? ONLY.includes(s.id) : !PROFILE || s.ours || s.id === 'ws-json'))
+  .filter((s) => (ONLY ? ONLY.includes(s.id) : !s.optIn && (!PROFILE || s.ours || s.id === 'ws-json')))
   .sort((a, b) => (ONLY ? ONLY.indexOf(a.id) - ONLY.indexOf(b.id) : 0));
 
 // ---------------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ async function startOne(def, lg, log) {
     for (let attempt = 1; ; attempt++) {
       ctx.srv = await startServer({ argv, env, cwd: ROOT, label: def.label, fileLimit: FILE_LIMIT, inspect });
       cleanupHooks.push(ctx.srv.kill);
-      if (def.ours) await waitHealthy(ctx.srv.port, def.redis ? 2 : 1);
+      if (def.ours) await waitHealthy(ctx.srv.port, def.workers ?? 1);
       // Every process needs its inspector for the memory phase (see collectGarbage): start again
       // when a worker's port was taken.
       const procs = tree(ctx.srv.pid).length;

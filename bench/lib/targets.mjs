@@ -14,7 +14,10 @@ export const ALL_SERVERS = [
   { id: 'ws-json', label: 'bare ws+JSON', argv: [node, 'bench/servers/ws-relay.mjs', 'json'], protocol: 'ours', hangup: 'close' },
   { id: 'peerjs', label: 'PeerJS 1.0.2', argv: [node, 'bench/servers/peerjs.mjs'], protocol: 'peerjs', hangup: 'close' },
   { id: 'memory', label: 'ours InMemory', argv: [node, 'dist/main.js'], env: OURS_ENV, protocol: 'ours', hangup: 'bye', ours: true },
-  { id: 'redis', label: 'ours Redis x2', argv: [node, 'dist/main.js'], env: { ...OURS_ENV, WEB_CONCURRENCY: '2' }, protocol: 'ours', hangup: 'bye', ours: true, redis: true },
+  { id: 'redis', label: 'ours Redis x2', argv: [node, 'dist/main.js'], env: { ...OURS_ENV, WEB_CONCURRENCY: '2' }, protocol: 'ours', hangup: 'bye', ours: true, redis: true, workers: 2 },
+  // Opt-in (--only=...,redis1): the Redis layer in one process, to tell what Redis costs from
+  // what the second worker costs.
+  { id: 'redis1', label: 'ours Redis x1', argv: [node, 'dist/main.js'], env: { ...OURS_ENV, WEB_CONCURRENCY: '1' }, protocol: 'ours', hangup: 'bye', ours: true, redis: true, optIn: true },
 ];
 
 /** Forks bench/loadgen.mjs; `call(cmd, args)` runs one of its phases and resolves its result. */
