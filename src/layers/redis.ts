@@ -114,8 +114,8 @@ const INBOX_FLAGS = {
 class Inbox {
   /** Undelivered messages, in sequence order (NO_ITEMS when none; see `addItem`). */
   items: Item[] = NO_ITEMS;
-  /** Pending receives, oldest first. */
-  waiters: MessageSink[] = [];
+  /** Pending receives, oldest first (see `Waiters`). */
+  waiters: Waiters = undefined;
   parkTarget = 0;
   fence: Fence | undefined = undefined;
   arrivals = 0;
@@ -144,6 +144,54 @@ class Inbox {
   static {
     defineFlags(Inbox.prototype, INBOX_FLAGS);
   }
+}
+
+/**
+ * An inbox's pending receives: none, one (the sink itself, an idle peer's usual state: no array
+ * kept per channel, nor made per receive), or two or more in an array, oldest first. An array
+ * never holds fewer than two.
+ */
+type Waiters = MessageSink | MessageSink[] | undefined;
+
+function addWaiter(inbox: Inbox, sink: MessageSink): void {
+  const w = inbox.waiters;
+  if (w === undefined) inbox.waiters = sink;
+  else if (Array.isArray(w)) w.push(sink);
+  else inbox.waiters = [w, sink];
+}
+
+/** Takes the oldest pending receive. */
+function takeWaiter(inbox: Inbox): MessageSink | undefined {
+  const w = inbox.waiters;
+  if (!Array.isArray(w)) {
+    inbox.waiters = undefined;
+    return w;
+  }
+  const first = w.shift();
+  if (w.length === 1) inbox.waiters = w[0];
+  return first;
+}
+
+/** Removes one pending receive; false if it was not pending. */
+function removeWaiter(inbox: Inbox, sink: MessageSink): boolean {
+  const w = inbox.waiters;
+  if (w === sink) {
+    inbox.waiters = undefined;
+    return true;
+  }
+  if (!Array.isArray(w)) return false;
+  const i = w.indexOf(sink);
+  if (i === -1) return false;
+  w.splice(i, 1);
+  if (w.length === 1) inbox.waiters = w[0];
+  return true;
+}
+
+/** Takes every pending receive, oldest first. */
+function takeAllWaiters(inbox: Inbox): MessageSink[] {
+  const w = inbox.waiters;
+  inbox.waiters = undefined;
+  return w === undefined ? [] : Array.isArray(w) ? w : [w];
 }
 
 /** Adds an undelivered item to an inbox, keeping sequence order (almost always an append). */
@@ -427,7 +475,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       clearTimeout(inbox.timer);
       inbox.timer = undefined;
       inbox.due = undefined;
-      for (const w of inbox.waiters.splice(0)) w.fail(closed);
+      for (const w of takeAllWaiters(inbox)) w.fail(closed);
     }
     await this.settleInflight();
     for (const inbox of this.inboxes.values()) {
@@ -450,19 +498,15 @@ export class RedisChannelLayer extends BaseChannelLayer {
 
   protected storeReceive(channel: string, sink: MessageSink): void {
     const inbox = this.inboxFor(channel);
-    // Usually the only one: an exact-size array, where a push would make room for 17.
-    if (inbox.waiters.length === 0) inbox.waiters = [sink];
-    else inbox.waiters.push(sink);
+    addWaiter(inbox, sink);
     this.pump(inbox);
   }
 
   protected storeCancel(channel: string, sink: MessageSink): boolean {
     const inbox = this.inboxes.get(channel);
-    const i = inbox ? inbox.waiters.indexOf(sink) : -1;
-    if (i === -1) return false;
-    inbox!.waiters.splice(i, 1);
-    if (inbox!.waiters.length === 0) inbox!.releaseNow = true;
-    this.pump(inbox!);
+    if (!inbox || !removeWaiter(inbox, sink)) return false;
+    if (inbox.waiters === undefined) inbox.releaseNow = true;
+    this.pump(inbox);
     return true;
   }
 
@@ -479,7 +523,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
   /** Moves an inbox on: claim, drain, deliver, release or forget, whichever is due. */
   private pump(inbox: Inbox): void {
     if (this.closing || inbox.busy || this.inboxes.get(inbox.channel) !== inbox) return;
-    if (inbox.waiters.length > 0) {
+    if (inbox.waiters !== undefined) {
       this.clearTimer(inbox);
       inbox.releaseNow = false;
       if (!inbox.specific && (!inbox.owned || inbox.parked)) {
@@ -491,17 +535,17 @@ export class RedisChannelLayer extends BaseChannelLayer {
         return;
       }
       this.deliver(inbox);
-      if (inbox.waiters.length > 0) return;
+      if (inbox.waiters !== undefined) return;
     }
     this.idle(inbox);
   }
 
   private deliver(inbox: Inbox): void {
     const now = Date.now();
-    while (inbox.waiters.length > 0 && inbox.items.length > 0) {
+    while (inbox.waiters !== undefined && inbox.items.length > 0) {
       const item = inbox.items.shift()!;
       if (item.expiresAt <= now) continue;
-      const waiter = inbox.waiters.shift()!;
+      const waiter = takeWaiter(inbox)!;
       let bytes: Buffer;
       try {
         bytes = this.open(item.entry);
@@ -522,7 +566,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       if (inbox.items.length > inbox.capacity) return this.release(inbox, true);
       if (inbox.items.length === 0) {
         return this.later(inbox, INBOX_LINGER_MS, () => {
-          if (inbox.items.length === 0 && inbox.waiters.length === 0) this.forget(inbox);
+          if (inbox.items.length === 0 && inbox.waiters === undefined) this.forget(inbox);
           else this.pump(inbox);
         });
       }
@@ -752,7 +796,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       if (inbox.counting) inbox.arrivals++;
       if (inbox.busy) continue;
       if (inbox.parked && inbox.arrivals >= inbox.parkTarget) this.release(inbox, false);
-      else if (inbox.waiters.length > 0) this.pump(inbox);
+      else if (inbox.waiters !== undefined) this.pump(inbox);
       else if (!inbox.due || inbox.items.length > inbox.capacity || !inbox.owned) this.pump(inbox);
     }
   }

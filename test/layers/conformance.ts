@@ -546,6 +546,36 @@ export function describeChannelLayer(name: string, target: ConformanceTarget): v
           expect(sink.got).toEqual([{ type: 'taken' }]);
           expect(sink.errors).toEqual([]);
         });
+
+        it(`several receives pending on one channel: a withdrawn one gets nothing, the others one message each (${kind} channel)`, async () => {
+          const l = make({ capacity: 100 });
+          const ch = kind === 'normal' ? `intom.${uid()}` : await l.newChannel();
+          const [a, b, c] = [recorder(), recorder(), recorder()];
+          for (const sink of [a, b, c]) l.receiveInto(ch, sink);
+          await sleep(20);
+          expect(l.cancelReceive(ch, b)).toBe(true); // the middle one of three
+          expect(l.cancelReceive(ch, b)).toBe(false);
+          await l.send(ch, { type: 'm', i: 1 });
+          await l.send(ch, { type: 'm', i: 2 });
+          await until(() => a.got.length + c.got.length === 2);
+          expect([...a.got, ...c.got].map((m) => m.i).sort()).toEqual([1, 2]);
+          expect([a.got.length, b.got.length, c.got.length]).toEqual([1, 0, 1]);
+          expect(l.cancelReceive(ch, a)).toBe(false);
+
+          // Two pending, the first withdrawn: the one left takes the next message alone.
+          const [d, e] = [recorder(), recorder()];
+          l.receiveInto(ch, d);
+          l.receiveInto(ch, e);
+          await sleep(20);
+          expect(l.cancelReceive(ch, d)).toBe(true);
+          await l.send(ch, { type: 'm', i: 3 });
+          await until(() => e.got.length === 1);
+          await l.send(ch, { type: 'm', i: 4 }); // nobody receives: it waits on the channel
+          await sleep(30);
+          expect([d.got, e.got]).toEqual([[], [{ type: 'm', i: 3 }]]);
+          expect(await receiveWithin(l, ch)).toEqual({ type: 'm', i: 4 });
+          for (const sink of [a, b, c, d, e]) expect(sink.errors).toEqual([]);
+        });
       }
 
       it('a cancel racing its message loses nothing: what the sink did not get stays on the channel', async () => {
