@@ -119,7 +119,10 @@ class Inbox {
   parkTarget = 0;
   fence: Fence | undefined = undefined;
   arrivals = 0;
-  /** What is due when (`later`); the timer may be armed for earlier, and then arms itself again. */
+  /**
+   * What is due when (`later`); the timer may be armed for earlier, and then arms itself again.
+   * Both times are `timerClock()` ms: small integers, kept in the object itself.
+   */
   due: (() => void) | undefined = undefined;
   dueAt = 0;
   timer: NodeJS.Timeout | undefined = undefined;
@@ -145,6 +148,13 @@ class Inbox {
     defineFlags(Inbox.prototype, INBOX_FLAGS);
   }
 }
+
+/**
+ * The clock of an inbox's timer: whole ms since the process started, monotonic like the timers
+ * themselves. A small integer (for 24 days of uptime) that V8 keeps in the inbox's own field,
+ * where a `Date.now()` is a boxed double: two per inbox, 64 bytes per idle peer.
+ */
+const timerClock = (): number => Math.floor(performance.now());
 
 /**
  * An inbox's pending receives: none, one (the sink itself, an idle peer's usual state: no array
@@ -912,7 +922,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
    */
   private later(inbox: Inbox, ms: number, fn: () => void): void {
     if (inbox.due) return;
-    const at = Date.now() + ms;
+    const at = timerClock() + ms;
     inbox.due = fn;
     inbox.dueAt = at;
     if (inbox.timer && inbox.timerAt <= at) return;
@@ -926,10 +936,10 @@ export class RedisChannelLayer extends BaseChannelLayer {
       inbox.timer = undefined;
       const fn = inbox.due;
       if (!fn) return;
-      if (Date.now() < inbox.dueAt) return this.arm(inbox, inbox.dueAt);
+      if (timerClock() < inbox.dueAt) return this.arm(inbox, inbox.dueAt);
       inbox.due = undefined;
       if (!this.closing) fn();
-    }, Math.max(1, at - Date.now()));
+    }, Math.max(1, at - timerClock()));
     inbox.timer.unref();
   }
 
