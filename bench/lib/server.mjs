@@ -93,10 +93,21 @@ export function startServer({ argv, env, cwd, label, fileLimit, inspect = false 
       } catch { /* not JSON */ }
     };
     const t0 = Date.now();
+    let probing = false;
     const poll = setInterval(() => {
-      if (Date.now() - t0 < 300) return; // LOG_LEVEL=warn hides an info-level "listening" line
+      if (Date.now() - t0 < 300 || probing) return; // LOG_LEVEL=warn hides an info-level "listening" line
       const ports = listeningPorts(child.pid, inspectorPorts);
-      if (ports.length === 1) found(ports[0]);
+      if (ports.length !== 1) return;
+      if (!inspect) return found(ports[0]);
+      // A worker's inspector can be listening before the line that names it has been read: the
+      // one port seen may be that inspector (once it was, and every request got HTTP 400). The
+      // inspector answers /json/version with its "Browser"; the server does not.
+      probing = true;
+      isInspector(ports[0]).then((yes) => {
+        probing = false;
+        if (yes) inspectorPorts.add(ports[0]);
+        else found(ports[0]);
+      });
     }, 250);
     const timer = setTimeout(() => fail(`no "listening" line with a port within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
     exited.then(({ code, signal }) => fail(`exited (${code ?? signal}) before listening`));
@@ -107,6 +118,17 @@ export function startServer({ argv, env, cwd, label, fileLimit, inspect = false 
       collectGarbage: () => collectGarbage(inspectors, child.pid), inspected: () => inspectors.length }),
     async (err) => { await stop('SIGKILL'); throw err; },
   );
+}
+
+/** Whether `port` is a node inspector's (its /json/version names the "Browser"). */
+async function isInspector(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/json/version`, { signal: AbortSignal.timeout(2000) });
+    const body = await res.json().catch(() => null);
+    return typeof body?.Browser === 'string' && body.Browser.startsWith('node.js');
+  } catch {
+    return false;
+  }
 }
 
 /**
