@@ -17,7 +17,7 @@ import { cpus, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { machine, openFileLimits, phaseMeter, tree, treeRssKiB } from './lib/proc.mjs';
+import { machine, openFileLimits, phaseMeter, treeRssKiB } from './lib/proc.mjs';
 import { startRedis, commandStats, statsDiff, redisCommand, monitor } from './lib/redis.mjs';
 import { startServer } from './lib/server.mjs';
 import { chartSvg } from './lib/chart.mjs';
@@ -106,9 +106,9 @@ async function startOne(def, lg, log) {
       if (def.ours) await waitHealthy(ctx.srv.port, def.workers ?? 1);
       // Every process needs its inspector for the memory phase (see collectGarbage): start again
       // when a worker's port was taken.
-      const procs = tree(ctx.srv.pid).length;
-      if (!inspect || ctx.srv.inspected() >= procs || attempt >= 3) break;
-      log(`${def.label}: ${procs - ctx.srv.inspected()} of ${procs} processes started without an inspector; starting again`);
+      const missing = inspect ? ctx.srv.uninspected() : 0;
+      if (missing === 0 || attempt >= 3) break;
+      log(`${def.label}: ${missing} of its processes started without an inspector; starting again`);
       await ctx.srv.stop('SIGTERM');
     }
     res.pid = ctx.srv.pid;

@@ -106,13 +106,15 @@ export function machineBusySeconds() {
  */
 export function phaseMeter({ server, redis, loadgen }) {
   const t0 = process.hrtime.bigint();
-  const snap = () => ({
-    ...(() => { const c = cpuSplit(server); return { server: c.total, serverUser: c.user }; })(), redis: redis ? cpuSeconds(redis) : 0, loadgen: loadgen ? cpuSeconds(loadgen) : 0,
-    self: (() => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; })(), ...(() => {
-      const m = machineBusySeconds();
-      return { machine: m.tasks, irq: m.irq };
-    })(),
-  });
+  const snap = () => {
+    const s = cpuSplit(server);
+    const u = process.cpuUsage();
+    const m = machineBusySeconds();
+    return {
+      server: s.total, serverUser: s.user, redis: redis ? cpuSeconds(redis) : 0, loadgen: loadgen ? cpuSeconds(loadgen) : 0,
+      self: (u.user + u.system) / 1e6, machine: m.tasks, irq: m.irq,
+    };
+  };
   const a = snap();
   return () => {
     const b = snap();

@@ -115,9 +115,14 @@ export function startServer({ argv, env, cwd, label, fileLimit, inspect = false 
 
   return ready.then(
     (port) => ({ pid: child.pid, port, stop, kill, output: () => lines.slice(), exited,
-      collectGarbage: () => collectGarbage(inspectors, child.pid), inspected: () => inspectors.length }),
+      collectGarbage: () => collectGarbage(inspectors, child.pid), uninspected: () => uninspected(inspectors, child.pid) }),
     async (err) => { await stop('SIGKILL'); throw err; },
   );
+}
+
+/** How many processes of the tree of `pid` run without an inspector (`urls` are the ones that have one). */
+function uninspected(urls, pid) {
+  return Math.max(0, tree(pid).length - urls.length);
 }
 
 /** Whether `port` is a node inspector's (its /json/version names the "Browser"). */
@@ -139,8 +144,8 @@ async function isInspector(port) {
  */
 async function collectGarbage(urls, pid) {
   if (urls.length === 0) throw new Error('collectGarbage: the server was not started with inspect');
-  const procs = tree(pid).length;
-  if (urls.length < procs) throw new Error(`collectGarbage: ${procs - urls.length} of the ${procs} server processes have no inspector (its port was taken?)`);
+  const missing = uninspected(urls, pid);
+  if (missing > 0) throw new Error(`collectGarbage: ${missing} of the server's processes have no inspector (its port was taken?)`);
   const { default: WebSocket } = await import('ws');
   await Promise.all(urls.map((url) => new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
