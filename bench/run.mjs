@@ -17,7 +17,7 @@ import { cpus, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { machine, openFileLimits, phaseMeter, treeRssKiB } from './lib/proc.mjs';
+import { machine, openFileLimits, phaseMeter, rssKiB, tree, treeRssKiB } from './lib/proc.mjs';
 import { startRedis, commandStats, statsDiff, redisCommand, monitor } from './lib/redis.mjs';
 import { startServer } from './lib/server.mjs';
 import { chartSvg } from './lib/chart.mjs';
@@ -140,12 +140,15 @@ const PHASE_RUNNERS = [
     await sleep(1000);
     // RSS is read with every process's heap just collected (through its inspector), so what a
     // reading holds does not depend on when the collector last ran.
+    // Each process is read too: a cluster's primary and each worker grow on their own.
     const settled = async () => {
       await srv.collectGarbage();
       await sleep(1000);
-      return treeRssKiB(srv.pid);
+      return new Map(tree(srv.pid).map((p) => [p, rssKiB(p)]));
     };
-    const before = await settled();
+    const sum = (byPid) => [...byPid.values()].reduce((a, b) => a + b, 0);
+    const beforeByPid = await settled();
+    const before = sum(beforeByPid);
     const rm0 = redis ? await redisMemory(redis.port) : null;
     const opened = await lg.call('idleOpen', { peers: P.idlePeers }, 180_000);
     // Two readings: seconds after the burst of connections, as the process is (what their
@@ -169,8 +172,12 @@ const PHASE_RUNNERS = [
     const rest = P.idleS - (redis ? P.redisIdleS : 0);
     if (rest > 0) await sleep(rest * 1000);
     out.idleCpu = idleCpu();
-    const after = await settled();
+    const afterByPid = await settled();
+    const after = sum(afterByPid);
     out.rssAfterKiB = after;
+    if (beforeByPid.size > 1) {
+      out.rssByProcessKiB = [...beforeByPid].map(([pid, kib], i) => ({ process: i === 0 ? 'primary' : 'worker', before: kib, after: afterByPid.get(pid) ?? null }));
+    }
     out.kibPerPeer = round((after - before) / opened.peers, 2);
     await lg.call('idleRelease', {}, 120_000);
     log(`${label} memory: ${out.peers} idle peers, ${out.kibPerPeer} KiB each after ${P.idleS} s idle, ${out.kibPerPeerAtOpen} at open` +
@@ -377,6 +384,10 @@ function report(meta, results) {
       return x.error ? [r.label, `error: ${x.error}`, '', '', '', '', '', '', '', '']
         : [r.label, x.peers, x.rssBeforeKiB, x.rssAtOpenKiB, x.rssAfterKiB, x.kibPerPeerAtOpen, x.kibPerPeer, x.idleCpu?.serverCpuPct, x.redisUsedMemoryKiBPerPeer, x.redisIdle?.perMinute];
     })));
+  for (const r of results.filter((x) => x.memory?.rssByProcessKiB)) {
+    out.push(`${r.label}, RSS by process, before -> idle KiB: ` +
+      r.memory.rssByProcessKiB.map((x) => `${x.process} ${x.before} -> ${x.after} (+${x.after - x.before})`).join('; '));
+  }
   out.push('');
 
   // The design.md table, this run's column.
