@@ -45,6 +45,12 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Worker processes (default 1). More than 1 needs REDIS_URL. */
   webConcurrency: number;
+  /**
+   * glibc malloc arenas in each WEB_CONCURRENCY worker (MALLOC_ARENA_MAX, default 2; glibc's own
+   * default is 8 per core). The primary hands it to the workers it forks; a single process keeps
+   * what it was started with.
+   */
+  workerMallocArenaMax: number;
   /** Public base URL for links (default: taken from each request). */
   publicUrl: string | undefined;
   /** Trust X-Forwarded-For for the client address (default true: Render's proxy sets it). */
@@ -153,6 +159,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     pingInterval: int(env, 'PING_INTERVAL', 15, 1, 3600),
     logLevel: logLevel as Config['logLevel'],
     webConcurrency,
+    workerMallocArenaMax: int(env, 'MALLOC_ARENA_MAX', 2, 1, 1024),
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     trustProxy: (raw(env, 'TRUST_PROXY') ?? 'true') !== 'false',
   };

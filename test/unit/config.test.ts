@@ -25,6 +25,8 @@ describe('configuration from the environment', () => {
     [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN must be at least 16/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of/],
     [{ MAX_MESSAGE_BYTES: '10' }, /MAX_MESSAGE_BYTES/],
+    [{ MALLOC_ARENA_MAX: 'two' }, /MALLOC_ARENA_MAX must be a whole number from 1 to 1024, got "two"/],
+    [{ MALLOC_ARENA_MAX: '0' }, /MALLOC_ARENA_MAX must be a whole number from 1 to 1024, got 0/],
   ])('refuses %o with one sentence naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -33,6 +35,11 @@ describe('configuration from the environment', () => {
   it('refuses WEB_CONCURRENCY above 1 without Redis, and says why', () => {
     expect(() => loadConfig({ WEB_CONCURRENCY: '2' })).toThrow(/WEB_CONCURRENCY is 2 but REDIS_URL is not set: the InMemory channel layer cannot span processes/);
     expect(loadConfig({ WEB_CONCURRENCY: '2', REDIS_URL: 'redis://127.0.0.1:6379' }).webConcurrency).toBe(2);
+  });
+
+  it('gives workers 2 malloc arenas unless MALLOC_ARENA_MAX says otherwise', () => {
+    expect(loadConfig({}).workerMallocArenaMax).toBe(2);
+    expect(loadConfig({ MALLOC_ARENA_MAX: '8' }).workerMallocArenaMax).toBe(8);
   });
 
   it('reads lists, and an empty STUN_URLS means no STUN server', () => {
