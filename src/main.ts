@@ -68,7 +68,8 @@ function runPrimary(config: Readonly<Config>, logger: Logger): void {
   let stopping = false;
   const prefixes = new Map<number, string>();
   // Fewer malloc arenas: a worker's connection burst otherwise leaves freed native memory in
-  // per-thread arenas, about 6 MB per worker that glibc keeps (README, "Memory").
+  // per-thread arenas, about 6 MB per worker that glibc keeps (README, Benchmarks, "Redis x2
+  // memory, and malloc arenas").
   const fork = () => cluster.fork({ MALLOC_ARENA_MAX: String(config.workerMallocArenaMax) });
   for (let i = 0; i < config.webConcurrency; i++) fork();
   cluster.on('message', (worker, m: { type?: string; prefix?: string }) => {
