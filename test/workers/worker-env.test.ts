@@ -5,17 +5,14 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../deploy/support/server-process.js';
 import { hasRedisServer, startRedisServer } from '../helpers/redis-server.js';
-import { ensureBuilt, exitWithin, killAll, spawnMain, startMain, type MainProcess } from '../signaling/processes.js';
+import { childPids } from '../helpers/server-process.js';
+import { ensureBuilt, exitWithin, killAll, spawnMain, startMain } from '../signaling/processes.js';
 
 const hasRedis = hasRedisServer();
-const hasProc = existsSync('/proc/self/environ') && existsSync(`/proc/${process.pid}/task/${process.pid}/children`);
-if (!hasProc) console.warn('SKIPPED: the worker environment tests read /proc/<pid>/environ and /proc/<pid>/task/<pid>/children (Linux)');
-
-/** The pids of `pid`'s child processes. */
-function childrenOf(pid: number): number[] {
-  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-}
+const hasProc = existsSync('/proc/self/environ');
+if (!hasProc) console.warn('SKIPPED: the worker environment tests read /proc/<pid>/environ (Linux)');
 
 /** MALLOC_ARENA_MAX in `pid`'s environment, or undefined. */
 function arenaMaxOf(pid: number): string | undefined {
@@ -23,29 +20,15 @@ function arenaMaxOf(pid: number): string | undefined {
   return vars.find((v) => v.startsWith('MALLOC_ARENA_MAX='))?.slice('MALLOC_ARENA_MAX='.length);
 }
 
-async function until<T>(what: string, fn: () => T | undefined, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 describe.skipIf(!hasRedis || !hasProc)('the environment WEB_CONCURRENCY workers start with', () => {
   let redis: Awaited<ReturnType<typeof startRedisServer>>;
-  let main: MainProcess | undefined;
 
   beforeAll(async () => {
     ensureBuilt();
     redis = await startRedisServer();
   }, 120_000);
 
-  afterEach(() => {
-    killAll();
-    main = undefined;
-  });
+  afterEach(() => killAll());
 
   afterAll(async () => {
     killAll();
@@ -53,22 +36,22 @@ describe.skipIf(!hasRedis || !hasProc)('the environment WEB_CONCURRENCY workers 
   });
 
   it('each worker gets MALLOC_ARENA_MAX=2 by default, a worker started after one dies too, and the primary is left as it was', async () => {
-    main = await startMain({ REDIS_URL: redis.url, WEB_CONCURRENCY: '2' }, 2);
+    const main = await startMain({ REDIS_URL: redis.url, WEB_CONCURRENCY: '2' }, 2);
     const primary = main.proc.pid!;
-    const workers = childrenOf(primary);
+    const workers = childPids(primary);
     expect(workers).toHaveLength(2);
     expect(workers.map(arenaMaxOf)).toEqual(['2', '2']);
     expect(arenaMaxOf(primary)).toBeUndefined();
 
     process.kill(workers[0]!, 'SIGKILL');
-    const replacement = await until('a replacement worker', () =>
-      childrenOf(primary).find((pid) => !workers.includes(pid)));
+    const replacement = await waitFor('a replacement worker', () =>
+      childPids(primary).find((pid) => !workers.includes(pid)), 15_000, 50);
     expect(arenaMaxOf(replacement)).toBe('2');
   });
 
   it("MALLOC_ARENA_MAX set for the server is the workers' value", async () => {
-    main = await startMain({ REDIS_URL: redis.url, WEB_CONCURRENCY: '2', MALLOC_ARENA_MAX: '5' }, 2);
-    expect(childrenOf(main.proc.pid!).map(arenaMaxOf)).toEqual(['5', '5']);
+    const main = await startMain({ REDIS_URL: redis.url, WEB_CONCURRENCY: '2', MALLOC_ARENA_MAX: '5' }, 2);
+    expect(childPids(main.proc.pid!).map(arenaMaxOf)).toEqual(['5', '5']);
   });
 
   it('a MALLOC_ARENA_MAX that is not a whole number from 1 to 1024 stops start-up with a sentence naming it', async () => {
