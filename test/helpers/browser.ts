@@ -264,6 +264,29 @@ export function audioEnergy(cp: CallPage): Promise<number> {
   return cp.page.evaluate('window.__probe.audioEnergy()') as Promise<number>;
 }
 
+/** Energy of the audio received during the next `ms` milliseconds. */
+export async function audioEnergyOver(cp: CallPage, ms: number): Promise<number> {
+  const before = await audioEnergy(cp);
+  await new Promise((r) => setTimeout(r, ms));
+  return (await audioEnergy(cp)) - before;
+}
+
+/**
+ * Waits until `windowMs` of received audio carry less than `max` energy. Chromium's fake
+ * microphone beeps about once a second, so a window shorter than that can fall between beeps;
+ * and after a mute, what the receiver's jitter buffer already holds still plays, longer on a
+ * busy machine. A mute that never reaches the other side times out here.
+ */
+export async function waitForAudioEnergyBelow(cp: CallPage, max: number, windowMs = 1200, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = Infinity;
+  while (Date.now() < deadline) {
+    last = await audioEnergyOver(cp, windowMs);
+    if (last < max) return;
+  }
+  throw new Error(`every ${windowMs} ms of received audio carried ${max} energy or more for ${timeoutMs} ms (last ${last})`);
+}
+
 /** A free TCP port on 127.0.0.1 (for servers that must know each other's port before starting). */
 export { freePort } from './redis-server.js';
 
