@@ -11,13 +11,14 @@
 //   SURVIVORS=1 node bench/alloc.mjs   (only what outlived a young-generation collection: what
 //                                       gets promoted, and so makes the full collections come)
 //
-// Prints the sampled bytes allocated per signal and the top allocating functions.
+// Prints the sampled bytes allocated per signal and the top allocating functions (TOP=40 for more
+// than 20).
 import WebSocket from 'ws';
 import { startServer } from '../dist/server.js';
 import { sampleAllocations } from './lib/profile.mjs';
 
 const N = Number(process.argv[2] ?? 30_000);
-const TOP = 20;
+const TOP = Number(process.env.TOP ?? 20);
 const CANDIDATE = JSON.stringify({
   type: 'candidate',
   candidate: { candidate: 'candidate:842163049 1 udp 1677729535 192.168.1.10 54321 typ srflx raddr 0.0.0.0 rport 0 generation 0 ufrag abcd network-cost 999', sdpMid: '0', sdpMLineIndex: 0 },

@@ -6,6 +6,7 @@ import { performance, monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Call, pool, nowMicros, withTimeout } from './lib/clients.mjs';
 import { Samples } from './lib/stats.mjs';
+import { writeFileSync } from 'node:fs';
 
 const MAX_PEERS = 12_000;
 const LIFETIME_MS = 26 * 60_000;
@@ -65,7 +66,7 @@ const phases = {
   },
 
   /** Fixed offered rate: each call sends `ratePerCall` signals/s, alternating direction. */
-  async latency({ calls: n, ratePerCall, warmupS, durationS }) {
+  async latency({ calls: n, ratePerCall, warmupS, durationS, traceFile }) {
     const calls = await openCalls(n);
     const meter = selfMeter();
     const samples = new Samples();
@@ -74,9 +75,17 @@ const phases = {
     const t1 = t0 + durationS * 1e6;
     let sent = 0;
     let received = 0;
+    /**
+     * With `traceFile` (bench/hops.mjs): each sample's send and arrival time (µs), written at the
+     * end with `toMono`, what turns them into the machine's monotonic clock (the servers' stamps
+     * use it): performance.now() counts on that clock from this process's time origin.
+     */
+    const trace = traceFile ? [] : null;
     const onSignal = (ts) => {
       if (ts >= t0 && ts < t1) {
-        samples.add((nowMicros() - ts) / 1000);
+        const now = nowMicros();
+        samples.add((now - ts) / 1000);
+        trace?.push(ts, now);
         received++;
       }
     };
@@ -98,6 +107,7 @@ const phases = {
     unmark();
     for (const t of timers) { clearTimeout(t); clearInterval(t); }
     await drain(() => received >= sent);
+    if (trace) writeFileSync(traceFile, JSON.stringify({ toMono: Number(process.hrtime.bigint() / 1000n) - nowMicros(), samples: trace }));
     const self = meter();
     await closeCalls(calls);
     return {
