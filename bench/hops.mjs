@@ -19,6 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startServer } from './lib/server.mjs';
 import { startRedis } from './lib/redis.mjs';
 import { machine } from './lib/proc.mjs';
+import { percentile } from './lib/stats.mjs';
 import { ALL_SERVERS, BASE_ENV, startLoadgen } from './lib/targets.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -47,16 +48,22 @@ const HOPS = {
 };
 
 const log = (m) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`);
-const pct = (sorted, p) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] : NaN;
 const ms = (us) => (Number.isFinite(us) ? (us / 1000).toFixed(3) : '–');
+
+/** Each `<pid><suffix>` file hop-trace wrote in `dir`, as [pid, its numbers in threes]. */
+function* tripleFiles(dir, suffix) {
+  for (const f of readdirSync(dir)) {
+    const pid = f.slice(0, -suffix.length);
+    if (!f.endsWith(suffix) || !/^\d+$/.test(pid)) continue;
+    const b = readFileSync(join(dir, f));
+    yield [pid, new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8)];
+  }
+}
 
 /** Every stamp the server's processes wrote: ts -> {point: {at, pid}} (first stamp of each point). */
 function readStamps(dir) {
   const byTs = new Map();
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.bin') && !n.endsWith('.gc.bin'))) {
-    const pid = f.slice(0, -4);
-    const b = readFileSync(join(dir, f));
-    const a = new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8);
+  for (const [pid, a] of tripleFiles(dir, '.bin')) {
     for (let i = 0; i + 2 < a.length; i += 3) {
       const ts = a[i + 1];
       let e = byTs.get(ts);
@@ -67,12 +74,10 @@ function readStamps(dir) {
   return byTs;
 }
 
-/** The server's garbage collections, [start, end] µs (monotonic), sorted by start. */
+/** The server's garbage collections, [start, end, kind] µs (monotonic), sorted by start. */
 function readGcs(dir) {
   const gcs = [];
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.gc.bin'))) {
-    const b = readFileSync(join(dir, f));
-    const a = new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8);
+  for (const [, a] of tripleFiles(dir, '.gc.bin')) {
     for (let i = 0; i + 2 < a.length; i += 3) gcs.push([a[i], a[i] + a[i + 1], a[i + 2]]);
   }
   return gcs.sort((x, y) => x[0] - y[0]);
@@ -96,7 +101,7 @@ function gcSummary(traces, gcs) {
   }
   const each = Object.entries(kinds).map(([k, ds]) => {
     ds.sort((a, b) => a - b);
-    return `${ds.length} ${k} (p50 ${ms(pct(ds, 0.5))}, max ${ms(ds.at(-1))} ms)`;
+    return `${ds.length} ${k} (p50 ${ms(percentile(ds, 50))}, max ${ms(ds.at(-1))} ms)`;
   });
   return `server garbage collections in the ${seconds.toFixed(0)} s measured, all processes: ${each.join(', ')}`;
 }
@@ -137,10 +142,10 @@ function report(label, { rows, missing }, hops, redis, gcLine) {
   const largest = hops.map(() => 0);
   for (const r of slow) largest[r.hops.indexOf(Math.max(...r.hops))]++;
   const line = (name, p50, p99, slowMean, big) => `${label.padEnd(14)}  ${name.padEnd(36)}  ${String(p50).padStart(6)}  ${String(p99).padStart(6)}  ${String(slowMean).padStart(16)}  ${String(big).padStart(17)}`;
-  out.push(line('end to end', ms(pct(totals, 0.5)), ms(pct(totals, 0.99)), ms(slow.reduce((s, r) => s + r.total, 0) / slow.length), `${slow.length} signals`));
+  out.push(line('end to end', ms(percentile(totals, 50)), ms(percentile(totals, 99)), ms(slow.reduce((s, r) => s + r.total, 0) / slow.length), `${slow.length} signals`));
   hops.forEach(([name], j) => {
     const xs = rows.map((r) => r.hops[j]).sort((a, b) => a - b);
-    out.push(line(`  ${name}`, ms(pct(xs, 0.5)), ms(pct(xs, 0.99)), ms(slow.reduce((s, r) => s + r.hops[j], 0) / slow.length), largest[j]));
+    out.push(line(`  ${name}`, ms(percentile(xs, 50)), ms(percentile(xs, 99)), ms(slow.reduce((s, r) => s + r.hops[j], 0) / slow.length), largest[j]));
   });
   const share = (rs) => `${Math.round((100 * rs.filter((r) => r.gcUs > 0).length) / rs.length)} %`;
   const notes = [
@@ -153,7 +158,7 @@ function report(label, { rows, missing }, hops, redis, gcLine) {
     // Were a signal between two peers of one worker handed over inside it, it would skip the
     // two Redis hops (an estimate: the other hops as measured).
     const local = rows.map((r) => (r.sameWorker ? r.total - r.hops[2] - r.hops[3] : r.total)).sort((a, b) => a - b);
-    notes.push(`${Math.round((100 * same.length) / rows.length)} % between two peers on one worker; p99 if those skipped Redis (estimate): ${ms(pct(local, 0.99))} ms`);
+    notes.push(`${Math.round((100 * same.length) / rows.length)} % between two peers on one worker; p99 if those skipped Redis (estimate): ${ms(percentile(local, 99))} ms`);
   }
   for (const note of notes) out.push(`${''.padEnd(14)}  (${note})`);
   return out;

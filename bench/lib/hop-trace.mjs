@@ -23,8 +23,10 @@ const stamps = new Float64Array(MAX);
 let n = 0;
 const TS = /(?:o=- |candidate:)(\d{6,})/;
 const monoMicros = () => Number(process.hrtime.bigint() / 1000n);
-/** Real-time µs minus monotonic µs in this process. */
-const realMinusMono = Math.round((performance.timeOrigin + performance.now()) * 1000) - monoMicros();
+/** Monotonic µs minus performance.now() µs (performance.now() and GC entries count from the time origin). */
+const monoMinusPerf = monoMicros() - Math.round(performance.now() * 1000);
+/** Real-time µs minus monotonic µs (the time origin is real time). */
+const realMinusMono = Math.round(performance.timeOrigin * 1000) - monoMinusPerf;
 
 function stamp(point, data, at = monoMicros()) {
   if (n >= MAX) return;
@@ -73,8 +75,6 @@ RedisChannelLayer.prototype.onMessages = function (frame) {
 
 /** [start µs (monotonic), duration µs, kind] per collection. */
 const gcs = [];
-/** Monotonic µs minus performance.now() µs (performance entries count from the time origin). */
-const monoMinusPerf = monoMicros() - Math.round(performance.now() * 1000);
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) gcs.push(Math.round(e.startTime * 1000) + monoMinusPerf, Math.round(e.duration * 1000), e.detail?.kind ?? 0);
 }).observe({ entryTypes: ['gc'] });
