@@ -103,11 +103,17 @@ const INBOX_FLAGS = {
   counting: 512,
   /** Release now rather than after the linger (a receive was aborted, or the layer closes). */
   releaseNow: 1024,
+  /** A message this instance sent to the channel through Redis may still be on its way back (`ownLast`). */
+  ownInFlight: 2048,
 } as const;
+
+/** The flags of which only `owned` may be set for a send to be handed over in-process. */
+const HAND_OVER_BLOCKERS = INBOX_FLAGS.specific | INBOX_FLAGS.owned | INBOX_FLAGS.parked | INBOX_FLAGS.remote
+  | INBOX_FLAGS.busy | INBOX_FLAGS.stale | INBOX_FLAGS.waitingForHolder | INBOX_FLAGS.ownInFlight;
 
 /**
  * What this instance knows and does about one channel: one per channel it receives from, for as
- * long as it does (an idle peer's two), so kept small. Its eleven yes/no states share one field
+ * long as it does (an idle peer's two), so kept small. Its twelve yes/no states share one field
  * (`INBOX_FLAGS`, read and written through accessors as booleans), and an inbox with nothing
  * undelivered shares NO_ITEMS.
  */
@@ -127,6 +133,8 @@ class Inbox {
   dueAt = 0;
   timer: NodeJS.Timeout | undefined = undefined;
   timerAt = 0;
+  /** The id counter (as int32) of the last message this instance sent to the channel through Redis, while `ownInFlight`. */
+  ownLast = 0;
   flags: number;
   declare readonly specific: boolean;
   declare owned: boolean;
@@ -139,6 +147,7 @@ class Inbox {
   declare claimable: boolean;
   declare counting: boolean;
   declare releaseNow: boolean;
+  declare ownInFlight: boolean;
 
   constructor(readonly channel: string, specific: boolean, readonly shard: number, readonly capacity: number, remote: boolean) {
     this.flags = (specific ? INBOX_FLAGS.specific : 0) | (remote ? INBOX_FLAGS.remote : 0);
@@ -322,6 +331,12 @@ export class RedisChannelLayer extends BaseChannelLayer {
   /** Bumped on every subscription drop, per shard: results from before it are not trusted. */
   private readonly epochs: number[];
   private readonly inflight = new Set<Promise<unknown>>();
+  /**
+   * Per shard: the id counter (as int32) of this instance's last group send, until a later
+   * message of ours comes back through that shard's subscription (undefined: none pending).
+   * While set, no message is handed over in-process on the shard (see `canHandOver`).
+   */
+  private readonly groupBlock: Array<number | undefined>;
   private readonly idSeed = randomBytes(ID_BYTES - 4);
   private idCounter = 0;
   private closing = false;
@@ -341,6 +356,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
     );
     this.everSubscribed = Array.from({ length: this.transport.shards }, () => false);
     this.epochs = Array.from({ length: this.transport.shards }, () => 0);
+    this.groupBlock = Array.from({ length: this.transport.shards }, () => undefined);
   }
 
   /** Open, every command connection ready and the wake topic subscribed on every host. */
@@ -358,6 +374,22 @@ export class RedisChannelLayer extends BaseChannelLayer {
   // ---- sending -------------------------------------------------------------------------------
 
   protected async storeSend(channel: string, bytes: Buffer, capacity: number): Promise<void> {
+    const inbox = this.inboxes.get(channel);
+    if (inbox !== undefined) {
+      if (this.canHandOver(inbox)) {
+        // A receive of ours is waiting on a channel we hold: hand the message over here, as
+        // InMemory would. Redis never sees it (nor its sequence number): nothing it stored or
+        // published for the channel can be older, or the checks above would have failed.
+        this.deliverTo(takeWaiter(inbox)!, bytes);
+        this.pump(inbox);
+        return;
+      }
+      if (!inbox.specific) {
+        // Through Redis to a channel we hold (or are about to): the next hand-over waits for it.
+        inbox.ownLast = this.idCounter | 0;
+        inbox.ownInFlight = true;
+      }
+    }
     const now = Date.now();
     const full = await this.run(this.shardOf(channel), 'send', [this.keys.state(channel), this.keys.queue(channel)], [
       this.keys.base, now, now + this.expiryMs, this.entry(bytes), this.stateTtlMs, channel, capacity, layerIdOf(channel) ?? '',
@@ -367,6 +399,8 @@ export class RedisChannelLayer extends BaseChannelLayer {
 
   protected async storeGroupSend(group: string, bytes: Buffer): Promise<void> {
     const now = Date.now();
+    // Its copies to channels we hold come back through Redis: no hand-over until they are in.
+    this.groupBlock.fill(this.idCounter | 0);
     const entry = this.entry(bytes);
     const expiresAt = now + this.expiryMs;
     const cutoff = now - this.options.groupExpiry * 1000;
@@ -610,6 +644,9 @@ export class RedisChannelLayer extends BaseChannelLayer {
   /** Claims a normal channel, or drains a process-specific one (and our normal one, when Redis stored for it). */
   private claim(inbox: Inbox): void {
     inbox.busy = true;
+    // What we sent before this claim runs in Redis before it (one ordered connection per host):
+    // by the time the claim is done it was drained, arrived before the fence, or went elsewhere.
+    inbox.ownInFlight = false;
     inbox.claimable = false;
     inbox.renotified = false;
     inbox.stale = false;
@@ -661,7 +698,9 @@ export class RedisChannelLayer extends BaseChannelLayer {
     this.fences.delete(fence.token);
     inbox.fence = undefined;
     for (const item of fence.drained) {
-      if (!this.recent.check(inbox.channel, item.entry.subarray(0, ID_BYTES))) addItem(inbox, item);
+      if (this.recent.check(inbox.channel, item.entry.subarray(0, ID_BYTES))) continue;
+      addItem(inbox, item);
+      this.ownArrived(inbox, item.entry);
     }
     inbox.busy = false;
     if (inbox.stale) {
@@ -803,6 +842,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
       if (this.recent.check(channel, id)) continue;
       const inbox = this.inboxFor(channel);
       addItem(inbox, { seq, expiresAt, entry });
+      this.ownArrived(inbox, entry);
       if (inbox.counting) inbox.arrivals++;
       if (inbox.busy) continue;
       if (inbox.parked && inbox.arrivals >= inbox.parkTarget) this.release(inbox, false);
@@ -875,6 +915,36 @@ export class RedisChannelLayer extends BaseChannelLayer {
     this.rosterMembers.delete(key);
     this.rosterMembers.set(key, { data, since, ttlMs });
     if (this.rosterMembers.size > MAX_TRACKED) this.rosterMembers.delete(this.rosterMembers.keys().next().value!);
+  }
+
+  // ---- handing over in-process ----------------------------------------------------------------
+
+  /**
+   * True when a send to `inbox`'s channel may go straight to its oldest waiting receive, with no
+   * Redis command: a normal channel we hold (not parked, nothing stored for it in Redis, no script
+   * in flight), a receive waiting and nothing buffered, the subscription up, and no message of
+   * ours (sent to it, or to a group, through Redis) still on its way back. Messages from other
+   * instances still in flight are concurrent with this one: the layer orders a channel's messages
+   * per sender, as Redis would. Not on a Redis Cluster, where one instance's commands to
+   * different nodes, and their publishes, are not ordered.
+   */
+  private canHandOver(inbox: Inbox): boolean {
+    return inbox.waiters !== undefined && inbox.items.length === 0
+      && (inbox.flags & HAND_OVER_BLOCKERS) === INBOX_FLAGS.owned
+      && inbox.fence === undefined
+      && this.groupBlock[inbox.shard] === undefined
+      && !this.transport.clustered
+      && !this.closing
+      && this.transport.isSubscribed(inbox.shard);
+  }
+
+  /** A message reached `inbox` through Redis: if it is ours, what we sent before it is in too. */
+  private ownArrived(inbox: Inbox, entry: Buffer): void {
+    if (entry.compare(this.idSeed, 0, ID_BYTES - 4, 0, ID_BYTES - 4) !== 0) return;
+    const counter = entry.readInt32BE(ID_BYTES - 4);
+    if (inbox.ownInFlight && ((counter - inbox.ownLast) | 0) >= 0) inbox.ownInFlight = false;
+    const block = this.groupBlock[inbox.shard];
+    if (block !== undefined && ((counter - block) | 0) >= 0) this.groupBlock[inbox.shard] = undefined;
   }
 
   // ---- helpers -------------------------------------------------------------------------------

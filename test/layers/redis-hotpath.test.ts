@@ -136,6 +136,84 @@ describe.skipIf(!hasRedisServer())('Redis layer hot path', () => {
     expect(counts.luaByCommand).toEqual({ time: 5, hmget: 5, zrange: 5, publish: 5, hset: 5 });
   });
 
+  describe('a send to a channel this instance holds, with a receive waiting, is handed over in-process', () => {
+    /** Holds `channel` on `layer`: the first receive claims it (a message through Redis proves the claim done). */
+    const hold = async (layer: RedisChannelLayer, channel: string): Promise<void> => {
+      const first = layer.receive(channel);
+      await layer.send(channel, { type: 'hold' });
+      expect(await first).toEqual({ type: 'hold' });
+    };
+
+    it('without a Redis command, and the message arrives whole', async () => {
+      const layer = make();
+      const channel = `local-${uid()}`;
+      await hold(layer, channel);
+      const counter = await countCommands(server);
+      for (let n = 0; n < 5; n++) {
+        const next = layer.receive(channel);
+        await layer.send(channel, { type: 'm', n, text: 'v=0\r\n', bytes: new Uint8Array([0, 13, 10, 255]) });
+        expect(await next).toEqual({ type: 'm', n, text: 'v=0\r\n', bytes: new Uint8Array([0, 13, 10, 255]) });
+      }
+      const counts = await counter.stop();
+      expect(counts.wire).toBe(0);
+      await expectNothing(layer, channel);
+    });
+
+    it('not before a message the same instance sent it through Redis a moment earlier', async () => {
+      // Issued in one tick: m1 finds no receive waiting and goes through Redis; m2 finds one
+      // waiting, but must not overtake m1, which is still on its way back.
+      for (let round = 0; round < 20; round++) {
+        const layer = make();
+        const channel = `order-${uid()}`;
+        await hold(layer, channel);
+        const r0 = layer.receive(channel);
+        const sends = [layer.send(channel, { type: 'm', n: 0 }), layer.send(channel, { type: 'm', n: 1 })];
+        const r1 = layer.receive(channel);
+        sends.push(layer.send(channel, { type: 'm', n: 2 }));
+        const r2 = layer.receive(channel);
+        await Promise.all(sends);
+        expect([await r0, await r1, await r2]).toEqual([0, 1, 2].map((n) => ({ type: 'm', n })));
+        await expectNothing(layer, channel, 50);
+      }
+    });
+
+    it('not before a group message the same instance sent just before', async () => {
+      // groupSend resolves once its script ran; the copy it published to us may still be on the
+      // wire. A send right after must not overtake it (checked over many rounds: it is a race).
+      for (let round = 0; round < 30; round++) {
+        const layer = make();
+        const channel = `group-order-${uid()}`;
+        const group = `g${uid()}`;
+        await layer.groupAdd(group, channel);
+        await hold(layer, channel);
+        const first = layer.receive(channel);
+        await layer.groupSend(group, { type: 'group' });
+        const second = layer.receive(channel);
+        await layer.send(channel, { type: 'direct' });
+        expect([await first, await second]).toEqual([{ type: 'group' }, { type: 'direct' }]);
+      }
+    });
+
+    it('and a burst from one instance to its own held channel arrives in order, each once', async () => {
+      const layer = make({ capacity: 1000 });
+      const channel = `burst-${uid()}`;
+      await hold(layer, channel);
+      const got: number[] = [];
+      const n = 400;
+      const receiving = (async () => {
+        while (got.length < n) got.push((await receiveWithin(layer, channel)).n as number);
+      })();
+      // Some find the receive waiting, some do not (the loop re-arms it a microtask later).
+      for (let i = 0; i < n; i++) {
+        void layer.send(channel, { type: 'm', n: i });
+        if (i % 7 === 0) await new Promise((r) => setImmediate(r));
+      }
+      await receiving;
+      expect(got).toEqual(Array.from({ length: n }, (_, i) => i));
+      await expectNothing(layer, channel);
+    });
+  });
+
   it('a held channel whose queue holds only expired messages takes the publish path again', async () => {
     const prefix = `hp${uid()}`;
     const sender = make({ prefix, expiry: 1 });
