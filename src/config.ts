@@ -46,6 +46,12 @@ export interface Config {
   /** Worker processes (default 1). More than 1 needs REDIS_URL. */
   webConcurrency: number;
   /**
+   * How the primary deals connections to WEB_CONCURRENCY workers (WORKER_ROUTING): `call` (the
+   * default) sends every connection of one call to the same worker, so its signals never touch
+   * Redis; `round-robin` deals them in turn, whatever call they are for.
+   */
+  workerRouting: 'call' | 'round-robin';
+  /**
    * glibc malloc arenas in each WEB_CONCURRENCY worker (MALLOC_ARENA_MAX, default 2; glibc's own
    * default is 8 per core). The primary hands it to the workers it forks; a single process keeps
    * what it was started with.
@@ -119,6 +125,7 @@ function origins(env: Env): string[] {
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const ROUTINGS = ['call', 'round-robin'] as const;
 
 /** Reads and validates the configuration from `env`. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
@@ -138,6 +145,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   const publicUrl = raw(env, 'PUBLIC_URL');
   if (publicUrl !== undefined && !/^https?:\/\/[^/]+/.test(publicUrl)) throw new ConfigError(`PUBLIC_URL must be an http(s) URL, got "${publicUrl}".`);
   const webConcurrency = int(env, 'WEB_CONCURRENCY', 1, 1, 64);
+  const workerRouting = (raw(env, 'WORKER_ROUTING') ?? 'call').toLowerCase();
+  if (!(ROUTINGS as readonly string[]).includes(workerRouting)) {
+    throw new ConfigError(`WORKER_ROUTING must be one of ${ROUTINGS.join(', ')}, got "${workerRouting}".`);
+  }
   const config: Config = {
     port: int(env, 'PORT', 10_000, 0, 65_535),
     host: raw(env, 'HOST') ?? '0.0.0.0',
@@ -159,6 +170,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     pingInterval: int(env, 'PING_INTERVAL', 15, 1, 3600),
     logLevel: logLevel as Config['logLevel'],
     webConcurrency,
+    workerRouting: workerRouting as Config['workerRouting'],
     workerMallocArenaMax: int(env, 'MALLOC_ARENA_MAX', 2, 1, 1024),
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     trustProxy: (raw(env, 'TRUST_PROXY') ?? 'true') !== 'false',

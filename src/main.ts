@@ -1,12 +1,18 @@
 /**
  * The entry point (`npm start` runs `node dist/main.js`). One process by default; with
- * WEB_CONCURRENCY=N the primary forks N workers sharing the port (node:cluster), each with its
- * own Redis channel layer connections.
+ * WEB_CONCURRENCY=N the primary forks N workers (node:cluster), each with its own Redis channel
+ * layer connections, and accepts the connections itself to hand each call's to one worker
+ * (sticky.ts).
  */
 import cluster from 'node:cluster';
+import type { Socket } from 'node:net';
 import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { layerAnnouncement, startServer } from './server.js';
+import { CONNECTION_MESSAGE, CallRouter, type ConnectionMessage } from './sticky.js';
+
+/** How the primary tells the workers it forks which port it accepts on for them. */
+const HANDED_OVER_PORT = 'CALLSIG_HANDED_OVER_PORT';
 
 /** How long shutdown may take before the process exits anyway (Render gives 30 s). */
 const SHUTDOWN_BUDGET_MS = 20_000;
@@ -24,7 +30,14 @@ function readConfig(): Readonly<Config> {
 }
 
 async function runWorker(config: Readonly<Config>, logger: Logger, announce: boolean): Promise<void> {
-  const running = await startServer({ config, logger, announce });
+  const handedOverPort = cluster.isWorker ? Number(process.env[HANDED_OVER_PORT]) : NaN;
+  const handedOver = Number.isInteger(handedOverPort) ? { port: handedOverPort } : undefined;
+  const running = await startServer({ config, logger, announce, handedOver });
+  if (handedOver) {
+    process.on('message', (m: Partial<ConnectionMessage>, socket?: Socket) => {
+      if (m?.type === CONNECTION_MESSAGE && socket) running.take(socket, m as ConnectionMessage);
+    });
+  }
   logger.info({ port: running.port, host: config.host, worker: cluster.isWorker ? cluster.worker?.id : undefined }, 'listening');
   if (cluster.isWorker) {
     // Name this worker to the primary, and hear from it when a sibling dies without shutting down.
@@ -62,20 +75,33 @@ async function runWorker(config: Readonly<Config>, logger: Logger, announce: boo
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-function runPrimary(config: Readonly<Config>, logger: Logger): void {
+async function runPrimary(config: Readonly<Config>, logger: Logger): Promise<void> {
   logger.info(layerAnnouncement(config));
   logger.info({ config: describeConfig(config) }, `starting ${config.webConcurrency} workers`);
   let stopping = false;
   const prefixes = new Map<number, string>();
+  const router = new CallRouter(config.webConcurrency, config.workerRouting, logger);
+  let port: number;
+  try {
+    port = await router.listen(config.port, config.host);
+  } catch (err) {
+    logger.fatal({ err, port: config.port, host: config.host }, `could not listen on ${config.host}:${config.port}`);
+    process.exit(1);
+  }
   // Fewer malloc arenas: a worker's connection burst otherwise leaves freed native memory in
   // per-thread arenas, about 6 MB per worker that glibc keeps (README, Benchmarks, "Redis x2
   // memory, and malloc arenas").
-  const fork = () => cluster.fork({ MALLOC_ARENA_MAX: String(config.workerMallocArenaMax) });
+  const fork = () => router.forked(cluster.fork({ MALLOC_ARENA_MAX: String(config.workerMallocArenaMax), [HANDED_OVER_PORT]: String(port) }));
   for (let i = 0; i < config.webConcurrency; i++) fork();
   cluster.on('message', (worker, m: { type?: string; prefix?: string }) => {
-    if (m?.type === 'callsig:control-prefix' && typeof m.prefix === 'string') prefixes.set(worker.id, m.prefix);
+    if (m?.type === 'callsig:control-prefix' && typeof m.prefix === 'string') {
+      // Sent once the worker serves: connections may go to it now.
+      prefixes.set(worker.id, m.prefix);
+      router.serving(worker);
+    }
   });
   cluster.on('exit', (worker, code, signal) => {
+    router.exited(worker);
     const prefix = prefixes.get(worker.id);
     prefixes.delete(worker.id);
     if (prefix && code !== 0) {
@@ -92,6 +118,7 @@ function runPrimary(config: Readonly<Config>, logger: Logger): void {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down workers');
+    router.close();
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
     setTimeout(() => process.exit(1), SHUTDOWN_BUDGET_MS + 2_000).unref();
   };
@@ -103,7 +130,7 @@ const config = readConfig();
 const logger = createLogger(config.logLevel);
 process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
 if (config.webConcurrency > 1 && cluster.isPrimary) {
-  runPrimary(config, logger);
+  await runPrimary(config, logger);
 } else {
   if (!cluster.isWorker) logger.info({ config: describeConfig(config) }, 'starting');
   await runWorker(config, logger, !cluster.isWorker);

@@ -3,11 +3,13 @@
  * server, and a shutdown that tells peers to resume elsewhere.
  */
 import type { AddressInfo } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
+import type { Server, Socket } from 'node:net';
+import { createAdaptorServer, serve, type ServerType } from '@hono/node-server';
 import { buildApp } from './app.js';
 import { loadConfig, type Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { createChannelLayer, nonLocalName, type ChannelLayer } from './layers/index.js';
+import { takeConnection, type ConnectionMessage } from './sticky.js';
 
 /** Seconds an undelivered message lives in the layer: at least the resume grace, so kept signals outlive it. */
 export function layerOptionsFor(config: Config) {
@@ -43,6 +45,8 @@ export interface RunningServer {
   server: ServerType;
   /** The non-local part of this server's control channels (`conn.<layer id>!`), which names it to other workers. */
   controlPrefix: string;
+  /** Serves a connection the primary accepted and handed over (`handedOver` servers). */
+  take(socket: Socket, message: ConnectionMessage): void;
   /** Another worker died: free (after the grace) the seats it held in calls this server has peers in. */
   workerDied(controlPrefix: string): Promise<number>;
   /** Stops accepting, tells peers `server-restart` (1012), drains, closes the layer. Idempotent. */
@@ -58,6 +62,11 @@ export interface StartOptions {
   logger?: Logger;
   /** Log which layer is in use (the primary does it once in cluster mode). */
   announce?: boolean;
+  /**
+   * Listen on nothing: the primary accepts the connections on `port` and hands them over
+   * (`take`). For WEB_CONCURRENCY workers (see sticky.ts).
+   */
+  handedOver?: { port: number };
 }
 
 /** Starts a server. Without `config`, reads `env` over test-friendly defaults (127.0.0.1, port 0, silent logs). */
@@ -69,11 +78,14 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   await layerReady(layer, logger);
   const built = buildApp(config, layer, logger);
   const controlPrefix = nonLocalName(await layer.newChannel('conn'));
-  const server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: built.app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
-  });
+  const handedOver = opts.handedOver;
+  const server = handedOver
+    ? createAdaptorServer({ fetch: built.app.fetch })
+    : await new Promise<ServerType>((resolve) => {
+      const s = serve({ fetch: built.app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
+    });
   built.consumers.inject(server);
-  const port = (server.address() as AddressInfo).port;
+  const port = handedOver ? handedOver.port : (server.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   let closing: Promise<void> | undefined;
   return {
@@ -84,6 +96,10 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     logger,
     server,
     controlPrefix,
+    take(socket, message) {
+      if (closing) socket.destroy();
+      else takeConnection(server as Server, socket, message);
+    },
     workerDied: (prefix) => built.workerDied(prefix),
     close(timeoutMs = 10_000) {
       closing ??= (async () => {

@@ -4,7 +4,7 @@
  * and SIGKILLed after a grace period, and SIGKILLed anyway when the test process exits so a
  * failed test leaves nothing running. The suites' own helpers are thin wrappers around this.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 
 /** A log line as pino writes it. */
@@ -75,6 +75,25 @@ export function childPids(pid: number): number[] {
     }
   }
   return out;
+}
+
+/** Whether `ss` (iproute2) is here: `serverPidOf` needs it. */
+export const hasSs = (() => {
+  try {
+    execFileSync('ss', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** The pid of the process on this machine holding the server end (port `serverPort`) of a client's TCP connection. */
+export function serverPidOf(ws: object, serverPort: number): number {
+  const local = (ws as { _socket: { localPort: number } })._socket.localPort;
+  const out = execFileSync('ss', ['-tnpH', 'state', 'established', `( sport = :${serverPort} and dport = :${local} )`], { encoding: 'utf8' });
+  const pid = /pid=(\d+)/.exec(out)?.[1];
+  if (!pid) throw new Error(`no server process found for client port ${local}: ${out}`);
+  return Number(pid);
 }
 
 /** Sends `signal` to `pid` (a group when negative), ignoring a process that is already gone. */

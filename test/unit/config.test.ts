@@ -27,6 +27,7 @@ describe('configuration from the environment', () => {
     [{ MAX_MESSAGE_BYTES: '10' }, /MAX_MESSAGE_BYTES/],
     [{ MALLOC_ARENA_MAX: 'two' }, /MALLOC_ARENA_MAX must be a whole number from 1 to 1024, got "two"/],
     [{ MALLOC_ARENA_MAX: '0' }, /MALLOC_ARENA_MAX must be a whole number from 1 to 1024, got 0/],
+    [{ WORKER_ROUTING: 'random' }, /WORKER_ROUTING must be one of call, round-robin, got "random"/],
   ])('refuses %o with one sentence naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
@@ -35,6 +36,11 @@ describe('configuration from the environment', () => {
   it('refuses WEB_CONCURRENCY above 1 without Redis, and says why', () => {
     expect(() => loadConfig({ WEB_CONCURRENCY: '2' })).toThrow(/WEB_CONCURRENCY is 2 but REDIS_URL is not set: the InMemory channel layer cannot span processes/);
     expect(loadConfig({ WEB_CONCURRENCY: '2', REDIS_URL: 'redis://127.0.0.1:6379' }).webConcurrency).toBe(2);
+  });
+
+  it('routes each call to one worker unless WORKER_ROUTING says round-robin', () => {
+    expect(loadConfig({}).workerRouting).toBe('call');
+    expect(loadConfig({ WORKER_ROUTING: 'Round-Robin' }).workerRouting).toBe('round-robin');
   });
 
   it('gives workers 2 malloc arenas unless MALLOC_ARENA_MAX says otherwise', () => {

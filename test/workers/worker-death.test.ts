@@ -2,31 +2,14 @@
  * WEB_CONCURRENCY workers share one port; when one dies without shutting down (SIGKILL), the
  * primary tells the others, and they free its seats after the grace unless the peers resume.
  */
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasRedisServer, startRedisServer } from '../helpers/redis-server.js';
+import { hasSs, serverPidOf } from '../helpers/server-process.js';
 import { connect, type Received, type TestClient } from '../helpers/ws-client.js';
 import { ensureBuilt, killAll, startMain, type MainProcess } from '../signaling/processes.js';
 
 const hasRedis = hasRedisServer();
-const hasSs = (() => {
-  try {
-    execFileSync('ss', ['-V'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    console.warn('SKIPPED: the worker-death tests need `ss` (iproute2) to find which worker holds a connection');
-    return false;
-  }
-})();
-
-/** The pid of the server process holding the other end of `client`'s TCP connection. */
-function serverPidOf(client: TestClient, port: number): number {
-  const local = (client.ws as unknown as { _socket: { localPort: number } })._socket.localPort;
-  const out = execFileSync('ss', ['-tnpH', 'state', 'established', `( sport = :${port} and dport = :${local} )`], { encoding: 'utf8' });
-  const pid = /pid=(\d+)/.exec(out)?.[1];
-  if (!pid) throw new Error(`no server process found for client port ${local}: ${out}`);
-  return Number(pid);
-}
+if (!hasSs) console.warn('SKIPPED: the worker-death tests need `ss` (iproute2) to find which worker holds a connection');
 
 describe.skipIf(!hasRedis || !hasSs)('a WEB_CONCURRENCY worker killed with SIGKILL', () => {
   let redis: Awaited<ReturnType<typeof startRedisServer>>;
@@ -35,7 +18,8 @@ describe.skipIf(!hasRedis || !hasSs)('a WEB_CONCURRENCY worker killed with SIGKI
   beforeAll(async () => {
     ensureBuilt();
     redis = await startRedisServer();
-    main = await startMain({ REDIS_URL: redis.url, WEB_CONCURRENCY: '2', RESUME_GRACE: '2', RATE_LIMIT: '0' }, 2);
+    // Round-robin, so two peers of one call can land on different workers (by default they share one).
+    main = await startMain({ REDIS_URL: redis.url, WEB_CONCURRENCY: '2', WORKER_ROUTING: 'round-robin', RESUME_GRACE: '2', RATE_LIMIT: '0' }, 2);
   });
 
   afterAll(async () => {
@@ -43,7 +27,7 @@ describe.skipIf(!hasRedis || !hasSs)('a WEB_CONCURRENCY worker killed with SIGKI
     await redis?.stop();
   });
 
-  /** Two peers of one call, on different workers (connections are dealt round-robin; retry until they differ). */
+  /** Two peers of one call, on different workers (connections are dealt in turn; retry until they differ). */
   async function splitCall(): Promise<{ a: TestClient; b: TestClient; aPid: number; bPid: number; aWelcome: Received }> {
     for (let attempt = 0; attempt < 10; attempt++) {
       const callId = `death${attempt}${Date.now()}`;
@@ -52,7 +36,7 @@ describe.skipIf(!hasRedis || !hasSs)('a WEB_CONCURRENCY worker killed with SIGKI
       const b = await connect(`ws://127.0.0.1:${main.port}/ws/call/${callId}`);
       await b.next('welcome');
       await a.next('peer-joined');
-      const [aPid, bPid] = [serverPidOf(a, main.port), serverPidOf(b, main.port)];
+      const [aPid, bPid] = [serverPidOf(a.ws, main.port), serverPidOf(b.ws, main.port)];
       if (aPid !== bPid) return { a, b, aPid, bPid, aWelcome };
       await a.close();
       await b.close();
