@@ -3,7 +3,7 @@
 // server with --import), all on the machine's monotonic clock. An investigation tool beside
 // `npm run bench`; the stamping costs a little CPU, so its end-to-end figures are not the bench's.
 //
-//   node bench/hops.mjs [--only=ws,memory,redis] [--calls=100,500] [--rounds=3] [--node-flags=F,F]
+//   node bench/hops.mjs [--only=ws,memory,redis,redis-rr] [--calls=100,500] [--rounds=3] [--node-flags=F,F]
 //
 // For each server and call count: p50 and p99 of each hop and of the whole trip, and, over the
 // slowest 1 % of signals, each hop's mean and how often it was the largest. Redis x2 has six
@@ -25,7 +25,7 @@ import { ALL_SERVERS, BASE_ENV, startLoadgen } from './lib/targets.mjs';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const opt = (name, dflt) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3).split(',') ?? dflt;
-const ONLY = opt('only', ['ws', 'memory', 'redis']);
+const ONLY = opt('only', ['ws', 'memory', 'redis', 'redis-rr']);
 const CALLS = opt('calls', ['100', '500']).map(Number);
 const ROUNDS = Number(opt('rounds', ['3'])[0]);
 /** Node/V8 flags for the servers (a cluster's workers inherit them), e.g. --node-flags=--max-semi-space-size=32. */
@@ -117,17 +117,18 @@ function gcWithin(gcs, from, to) {
 }
 
 /** Joins the load generator's samples with the servers' stamps; one row of hop µs per signal. */
-function rowsOf(traces, stamps, hops, gcs) {
+function rowsOf(traces, stamps, hops, gcs, which = () => true) {
   const rows = [];
   let missing = 0;
   for (const { toMono, samples } of traces) {
     for (let i = 0; i < samples.length; i += 2) {
       const e = stamps.get(samples[i]);
+      if (!which(e)) continue;
       const at = (p) => (p === 'sent' ? samples[i] + toMono : p === 'received' ? samples[i + 1] + toMono : e?.[p]?.at);
       const hopUs = hops.map(([, from, to]) => at(to) - at(from));
       if (hopUs.some((x) => !Number.isFinite(x))) { missing++; continue; }
       rows.push({
-        total: samples[i + 1] - samples[i], hops: hopUs, sameWorker: e[IN]?.pid === e[FROM_REDIS]?.pid,
+        total: samples[i + 1] - samples[i], hops: hopUs, sameWorker: e?.[IN]?.pid === e?.[FROM_REDIS]?.pid,
         gcUs: gcWithin(gcs, at('sent'), at('received')),
       });
     }
@@ -218,8 +219,21 @@ async function main() {
       out.push('', `${calls} calls, ${calls * RATE_PER_CALL} signals/s`);
       out.push(`${'server'.padEnd(14)}  ${'hop'.padEnd(36)}  ${'p50'.padStart(6)}  ${'p99'.padStart(6)}  ${'mean, slowest 1%'.padStart(16)}  ${'largest, slowest 1%'.padStart(17)}`);
       for (const { def, traces, stamps, gcs } of results) {
-        const hops = def.redis ? HOPS.redis : HOPS.plain;
-        out.push(...report(def.label, rowsOf(traces.get(calls), stamps, hops, gcs), hops, def.redis, gcSummary(traces.get(calls), gcs)));
+        const gcLine = gcSummary(traces.get(calls), gcs);
+        if (!def.redis) {
+          out.push(...report(def.label, rowsOf(traces.get(calls), stamps, HOPS.plain, gcs), HOPS.plain, false, gcLine));
+          continue;
+        }
+        // A signal between two peers of one worker is handed over inside it (no Redis stamps):
+        // those, and the ones through Redis, each with their own hops.
+        const all = rowsOf(traces.get(calls), stamps, [['', 'sent', 'received']], gcs);
+        const totals = all.rows.map((r) => r.total).sort((a, b) => a - b);
+        const via = rowsOf(traces.get(calls), stamps, HOPS.redis, gcs, (e) => e?.[FROM_REDIS] !== undefined);
+        const inside = rowsOf(traces.get(calls), stamps, HOPS.plain, gcs, (e) => e?.[FROM_REDIS] === undefined);
+        out.push(`${def.label.padEnd(14)}  ${'all signals, end to end'.padEnd(36)}  ${ms(percentile(totals, 50)).padStart(6)}  ${ms(percentile(totals, 99)).padStart(6)}`
+          + `  (${Math.round((100 * via.rows.length) / Math.max(1, all.rows.length))} % through Redis, ${Math.round((100 * inside.rows.length) / Math.max(1, all.rows.length))} % handed over in a worker)`);
+        if (via.rows.length) out.push(...report(`${def.label}, through Redis`, via, HOPS.redis, true, gcLine));
+        if (inside.rows.length) out.push(...report(`${def.label}, in a worker`, inside, HOPS.plain, false, gcLine));
       }
     }
   } finally {

@@ -15,6 +15,10 @@ export const ALL_SERVERS = [
   { id: 'peerjs', label: 'PeerJS 1.0.2', argv: [node, 'bench/servers/peerjs.mjs'], protocol: 'peerjs', hangup: 'close' },
   { id: 'memory', label: 'ours InMemory', argv: [node, 'dist/main.js'], env: OURS_ENV, protocol: 'ours', hangup: 'bye', ours: true },
   { id: 'redis', label: 'ours Redis x2', argv: [node, 'dist/main.js'], env: { ...OURS_ENV, WEB_CONCURRENCY: '2' }, protocol: 'ours', hangup: 'bye', ours: true, redis: true, workers: 2 },
+  // The same, with connections dealt to the workers in turn (WORKER_ROUTING=round-robin) rather
+  // than each call's to one worker: half the signals cross workers through Redis, as they do
+  // between instances behind a load balancer. Latency only: the path Redis adds, measured.
+  { id: 'redis-rr', label: 'ours Redis x2 rr', argv: [node, 'dist/main.js'], env: { ...OURS_ENV, WEB_CONCURRENCY: '2', WORKER_ROUTING: 'round-robin' }, protocol: 'ours', hangup: 'bye', ours: true, redis: true, workers: 2, phases: ['latency'] },
   // Opt-in (--only=...,redis1): the Redis layer in one process, to tell what Redis costs from
   // what the second worker costs.
   { id: 'redis1', label: 'ours Redis x1', argv: [node, 'dist/main.js'], env: { ...OURS_ENV, WEB_CONCURRENCY: '1' }, protocol: 'ours', hangup: 'bye', ours: true, redis: true, optIn: true },
