@@ -2,8 +2,7 @@
  * Starting and stopping one server process: the layer the config asks for, the app, the HTTP
  * server, and a shutdown that tells peers to resume elsewhere.
  */
-import type { AddressInfo } from 'node:net';
-import type { Server, Socket } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import { createAdaptorServer, serve, type ServerType } from '@hono/node-server';
 import { buildApp } from './app.js';
 import { loadConfig, type Config } from './config.js';

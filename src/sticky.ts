@@ -14,6 +14,7 @@
  */
 import net from 'node:net';
 import type { Worker } from 'node:cluster';
+import { hostOf } from './layers/redis-keys.js';
 import type { Logger } from './logger.js';
 
 /** The IPC message type a worker receives a connection by (the socket is its handle). */
@@ -37,13 +38,6 @@ export function callIdOf(head: Buffer): string | undefined {
   const end = head.indexOf(10);
   const line = head.toString('latin1', 0, end === -1 ? head.length : end);
   return /^[A-Z]+ \/ws\/call\/([^/?#\s]+)/.exec(line)?.[1];
-}
-
-/** FNV-1a over the id's characters: the same worker for the same call, spread evenly. */
-function hash(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return h >>> 0;
 }
 
 /**
@@ -110,7 +104,8 @@ export class CallRouter {
   /** The worker for a connection: its call's slot, or the next serving one; undefined if none serves. */
   private pick(callId: string | undefined): Worker | undefined {
     const n = this.ready.length;
-    const start = this.routing === 'call' && callId !== undefined ? hash(callId) % n : this.turn++ % n;
+    // A call's slot: the bucket the Redis layer would put the id in, among n hosts.
+    const start = this.routing === 'call' && callId !== undefined ? hostOf(callId, n) : this.turn++ % n;
     for (let i = 0; i < n; i++) {
       const worker = this.ready[(start + i) % n];
       if (worker?.isConnected()) return worker;
