@@ -71,14 +71,18 @@ local function drain(queue, now)
   return out
 end
 
-local function drop_owner(state, ch, state_ttl)
-  redis.call('HDEL', state, 'o', 'n')
-  local w = redis.call('HGET', state, 'w')
+-- Lets go of a normal channel: drops its holder (telling every waiter) and lets the state expire.
+-- w: the waiters field when the caller has read it (nil: read it here); keep: whether the state
+-- holds a sequence number (without one the hash is empty once the holder is gone).
+local function drop_owner(state, ch, state_ttl, w, keep)
+  if w == nil then w = redis.call('HGET', state, 'w') end
   if w then
     for id in string.gmatch(w, '[^ ]+') do redis.call('PUBLISH', wake_topic(id), 'C' .. ch) end
-    redis.call('HDEL', state, 'w')
+    redis.call('HDEL', state, 'o', 'n', 'w')
+  else
+    redis.call('HDEL', state, 'o', 'n')
   end
-  redis.call('PEXPIRE', state, state_ttl)
+  if keep then redis.call('PEXPIRE', state, state_ttl) end
 end
 
 local function target(ch, cap)
@@ -99,7 +103,7 @@ local function deliver_all(targets, exp, entry, now, state_ttl)
   -- PUBLISH to every node, so an 'L' notice reaches such a holder through its subscribers on
   -- the other nodes: it drains what was stored, claims the channel again and subscribes here.
   local function lost_here(owner, t)
-    if not t.implicit then drop_owner(t.state, t.ch, state_ttl) end
+    if not t.implicit then drop_owner(t.state, t.ch, state_ttl, nil, true) end
     redis.call('PUBLISH', wake_topic(owner), 'L' .. t.ch)
   end
   -- Writes a normal channel's sequence number when it was left for later.
@@ -176,43 +180,57 @@ local function deliver_all(targets, exp, entry, now, state_ttl)
   return full
 end
 
--- Puts members ARGV[first..] back on a queue (by their own sequence numbers); true if any.
+-- Puts members ARGV[first..] back on a queue (by their own sequence numbers). Returns the
+-- highest sequence number put back, or false when none was.
 local function requeue(queue, first, now)
-  local added, latest = false, 0
+  local top, latest = false, 0
   for i = first, #ARGV do
     local m = ARGV[i]
     local seq, exp = string.match(m, '^(%d+)\\n(%d+)\\n')
     exp = tonumber(exp)
     if seq and exp > now then
       redis.call('ZADD', queue, seq, m)
-      added = true
+      if not top or tonumber(seq) > top then top = tonumber(seq) end
       if exp > latest then latest = exp end
     end
   end
-  if added then expire_at_least(queue, latest - now) end
-  return added
+  if top then expire_at_least(queue, latest - now) end
+  return top
 end
 `;
 
+/**
+ * A roster is a hash: member -> `<seq>\n<since>\n<data>`, and `#` -> the last seq given out
+ * (join order). Each script reads it whole once (HGETALL) and works on that copy.
+ */
 const ROSTER_PRELUDE = `
-local function roster_entries(key)
+-- The roster's members as {seq, member, since, data}, the last seq given out, and the index of
+-- member in the list (nil when absent).
+local function roster_read(key, member)
   local kv = redis.call('HGETALL', key)
-  local list = {}
+  local list, last, at = {}, 0, nil
   for i = 1, #kv, 2 do
-    if kv[i] ~= '#' then
+    if kv[i] == '#' then
+      last = tonumber(kv[i + 1]) or 0
+    else
       local seq, since, data = string.match(kv[i + 1], '^(%d+)\\n(%d+)\\n(.*)$')
       list[#list + 1] = { tonumber(seq), kv[i], since, data }
+      if kv[i] == member then at = #list end
     end
   end
+  return list, last, at
+end
+local function fmt_entry(e)
+  return string.format('%d', e[1]) .. '\\n' .. e[3] .. '\\n' .. e[4]
+end
+-- member, since, data, ... oldest first.
+local function roster_reply(list)
   table.sort(list, function(a, b) return a[1] < b[1] end)
   local out = {}
   for _, e in ipairs(list) do
     out[#out + 1] = e[2]; out[#out + 1] = e[3]; out[#out + 1] = e[4]
   end
   return out
-end
-local function roster_size(key)
-  return redis.call('HLEN', key) - redis.call('HEXISTS', key, '#')
 end
 `;
 
@@ -297,13 +315,18 @@ return 1
 `;
 
 /**
- * claim (normal channels): KEYS state, queue. ARGV KP, layer id, fence token, now.
+ * claim (normal channels): KEYS state, queue. ARGV KP, layer id, fence token, now, '1' when a
+ * fresh channel may skip the fence ('' on a cluster).
  * Becomes the holder unless a live instance holds the channel (then joins its waiters and
  * returns {0}); drains the queue and publishes a fence to this instance: {1, members}.
+ * A fresh channel (nobody holds it and it has no sequence number: no send ever went through
+ * Redis to it, or its state expired with everything sent) has an empty queue and nothing on its
+ * way to anyone: it is only taken, {1, {}, 1}, without a drain, a fence or a PERSIST.
  */
 const CLAIM = `${PRELUDE}
 local me = ARGV[2]
-local o = redis.call('HGET', KEYS[1], 'o')
+local st = redis.call('HMGET', KEYS[1], 'o', 's')
+local o = st[1]
 if o and o ~= me and o ~= '~' .. me then
   local id = o
   if string.sub(o, 1, 1) == '~' then id = string.sub(o, 2) end
@@ -317,6 +340,7 @@ if o and o ~= me and o ~= '~' .. me then
   end
 end
 redis.call('HSET', KEYS[1], 'o', me, 'n', '0')
+if not o and not st[2] and ARGV[5] == '1' then return { 1, {}, 1 } end
 redis.call('PERSIST', KEYS[1])
 local items = drain(KEYS[2], tonumber(ARGV[4]))
 redis.call('PUBLISH', wake_topic(me), 'F' .. ARGV[3])
@@ -340,19 +364,28 @@ return { 1, items }
  */
 const RELEASE = `${PRELUDE}
 local me, m, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local o = redis.call('HGET', KEYS[1], 'o')
+local st = redis.call('HMGET', KEYS[1], 'o', 'n', 'w', 's')
+local o = st[1]
 local mine = o and (o == me or o == '~' .. me)
 if mine and m >= 0 then
-  local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+  local n = tonumber(st[2] or '0')
   if m < n then
     redis.call('HSET', KEYS[1], 'o', '~' .. me)
     return { 0, n }
   end
 end
-local added = requeue(KEYS[2], 7, now)
+local top = requeue(KEYS[2], 7, now)
+local has_seq = st[4]
+if top and not has_seq then
+  -- Redis lost the state (a restart) while we held these: give the channel a sequence number
+  -- again, so that a claim drains them (a channel without one is fresh) and later sends follow.
+  redis.call('HSET', KEYS[1], 's', string.format('%d', top))
+  has_seq = true
+  if not o then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+end
 if mine then
-  drop_owner(KEYS[1], ARGV[6], ARGV[5])
-elseif o and added and string.sub(o, 1, 1) ~= '~' then
+  drop_owner(KEYS[1], ARGV[6], ARGV[5], st[3], has_seq)
+elseif o and top and string.sub(o, 1, 1) ~= '~' then
   redis.call('PUBLISH', wake_topic(o), 'N' .. ARGV[6])
 end
 return { 1 }
@@ -372,22 +405,24 @@ return 1
 
 /** rosterJoin: KEYS roster. ARGV KP, member, data, now, limit, ttl (ms). Returns {joined 0/1, member, since, data, ...}. */
 const ROSTER_JOIN = `${ROSTER_PRELUDE}
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if cur then
-  local seq, since = string.match(cur, '^(%d+)\\n(%d+)\\n')
-  redis.call('HSET', KEYS[1], ARGV[2], seq .. '\\n' .. since .. '\\n' .. ARGV[3])
+local list, last, at = roster_read(KEYS[1], ARGV[2])
+if at then
+  local e = list[at]
+  e[4] = ARGV[3]
+  redis.call('HSET', KEYS[1], ARGV[2], fmt_entry(e))
 else
-  if roster_size(KEYS[1]) >= tonumber(ARGV[5]) then return { 0, roster_entries(KEYS[1]) } end
-  local seq = redis.call('HINCRBY', KEYS[1], '#', 1)
-  redis.call('HSET', KEYS[1], ARGV[2], seq .. '\\n' .. ARGV[4] .. '\\n' .. ARGV[3])
+  if #list >= tonumber(ARGV[5]) then return { 0, roster_reply(list) } end
+  local e = { last + 1, ARGV[2], ARGV[4], ARGV[3] }
+  list[#list + 1] = e
+  redis.call('HSET', KEYS[1], '#', string.format('%d', e[1]), ARGV[2], fmt_entry(e))
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return { 1, roster_entries(KEYS[1]) }
+return { 1, roster_reply(list) }
 `;
 
 /** rosterList: KEYS roster. ARGV KP. Returns member, since, data, ... oldest first. */
 const ROSTER_LIST = `${ROSTER_PRELUDE}
-return roster_entries(KEYS[1])
+return roster_reply((roster_read(KEYS[1])))
 `;
 
 /** rosterUpdate: KEYS roster. ARGV KP, member, data, has ifData (1/0), ifData, ttl (ms, '' = keep). Returns 1/0. */
@@ -403,20 +438,19 @@ return 1
 
 /** rosterLeave: KEYS roster. ARGV KP, member, has ifData (1/0), ifData. Returns {0} or {1, remaining entries}. */
 const ROSTER_LEAVE = `${ROSTER_PRELUDE}
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if not cur then return { 0 } end
-local data = string.match(cur, '^%d+\\n%d+\\n(.*)$')
-if ARGV[3] == '1' and data ~= ARGV[4] then return { 0 } end
-redis.call('HDEL', KEYS[1], ARGV[2])
-if roster_size(KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
-return { 1, roster_entries(KEYS[1]) }
+local list, _, at = roster_read(KEYS[1], ARGV[2])
+if not at then return { 0 } end
+if ARGV[3] == '1' and list[at][4] ~= ARGV[4] then return { 0 } end
+table.remove(list, at)
+if #list == 0 then redis.call('DEL', KEYS[1]) else redis.call('HDEL', KEYS[1], ARGV[2]) end
+return { 1, roster_reply(list) }
 `;
 
 /** rosterDelete: KEYS roster. ARGV KP. Returns the entries it held. */
 const ROSTER_DELETE = `${ROSTER_PRELUDE}
-local entries = roster_entries(KEYS[1])
+local list = roster_read(KEYS[1])
 redis.call('DEL', KEYS[1])
-return entries
+return roster_reply(list)
 `;
 
 /** Every script by the name the transport registers it under. */

@@ -13,7 +13,7 @@
  *    increasing), and the layer delivers in sequence order: messages that come by pub/sub, by a
  *    drain, or after being put back all fall into place. Drains publish a fence to our topic, and
  *    a drained batch is used only once its fence arrives (all that was published before it has
- *    arrived too).
+ *    arrived too). A channel no send ever reached through Redis is claimed without either.
  *  - A normal channel stays held while a receive waits and for a short linger after (consumers
  *    receive in a loop; claiming per message would cost commands). Then, or when the receive is
  *    aborted, the layer releases it: one script puts back what it buffered and lets go. If
@@ -650,7 +650,11 @@ export class RedisChannelLayer extends BaseChannelLayer {
     inbox.claimable = false;
     inbox.renotified = false;
     inbox.stale = false;
-    inbox.counting = false;
+    // Count what arrives from here on. A fence restarts the count (what arrives before it was
+    // published before the claim); a fresh channel has no fence, and nothing published to us for
+    // it before the claim (see the claim script).
+    inbox.counting = true;
+    inbox.arrivals = 0;
     const token = randomName(9);
     inbox.fence = { token, seen: false, drained: undefined };
     this.fences.set(token, inbox);
@@ -658,15 +662,17 @@ export class RedisChannelLayer extends BaseChannelLayer {
     const now = Date.now();
     const call = inbox.specific
       ? this.inboxOp(inbox.shard, 'drain', [this.keys.queue(inbox.channel)], [this.keys.base, this.id, token, now])
-      : this.inboxOp(inbox.shard, 'claim', [this.keys.state(inbox.channel), this.keys.queue(inbox.channel)], [this.keys.base, this.id, token, now]);
+      : this.inboxOp(inbox.shard, 'claim', [this.keys.state(inbox.channel), this.keys.queue(inbox.channel)],
+        [this.keys.base, this.id, token, now, this.transport.clustered ? '' : '1']);
     call.then(
       (reply) => {
-        const [ok, members] = asArray(reply);
+        const [ok, members, fresh] = asArray(reply);
         if (Number(ok) !== 1) {
           // Another live instance holds it: wait for its release notice.
           this.fences.delete(token);
           inbox.fence = undefined;
           inbox.busy = false;
+          inbox.counting = false;
           // We may have held it until a send let us go (L): it is not ours now.
           inbox.owned = false;
           inbox.parked = false;
@@ -680,12 +686,14 @@ export class RedisChannelLayer extends BaseChannelLayer {
         }
         if (epoch !== this.epochs[inbox.shard]) inbox.stale = true;
         inbox.fence!.drained = asArray(members).map((m) => parseMember(asBuffer(m)));
+        if (Number(fresh) === 1) inbox.fence!.seen = true; // no fence was published
         this.finishClaim(inbox);
       },
       () => {
         this.fences.delete(token);
         inbox.fence = undefined;
         inbox.busy = false;
+        inbox.counting = false;
         this.retrySoon(inbox);
       },
     );

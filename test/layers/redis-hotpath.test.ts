@@ -4,8 +4,9 @@
  * script's short path. What must hold whatever the shortcuts: FIFO per channel, exactly once,
  * exact bytes, and recovery when Redis forgets its scripts.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RedisChannelLayer, type RedisLayerOptions } from '../../src/layers/index.js';
+import { RedisKeys } from '../../src/layers/redis-keys.js';
 import { encodeScriptCall } from '../../src/layers/redis-transport.js';
 import { connect, countCommands, hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { expectNothing, receiveWithin, uid } from './conformance.js';
@@ -134,6 +135,107 @@ describe.skipIf(!hasRedisServer())('Redis layer hot path', () => {
     expect(counts.wireByCommand).toEqual({ evalsha: 5 });
     // Inside the script: TIME, HMGET, ZRANGE (empty queue), PUBLISH, HSET per send.
     expect(counts.luaByCommand).toEqual({ time: 5, hmget: 5, zrange: 5, publish: 5, hset: 5 });
+  });
+
+  describe('what a call costs inside the scripts (INFO counts these as commands too)', () => {
+    // MONITOR counts every client's commands: close the layers of earlier tests first (one
+    // letting go of a channel after its linger would be counted here).
+    beforeEach(async () => {
+      await Promise.all(layers.splice(0).map((l) => l.close()));
+    });
+
+    /** Polls until `check` holds (every 10 ms, at most 5 s). */
+    const until = async (check: () => boolean | Promise<boolean>): Promise<void> => {
+      const end = Date.now() + 5000;
+      while (!(await check())) {
+        if (Date.now() > end) throw new Error('condition not met within 5 s');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+
+    it('a channel no send ever reached through Redis is claimed and let go with two commands in each script', async () => {
+      const prefix = `hp${uid()}`;
+      const layer = make({ prefix });
+      const other = make({ prefix });
+      const keys = new RedisKeys(prefix);
+      const redis = connect(server);
+      try {
+        /** Claims `channel` with a receive, then aborts it: the layer lets go at once. */
+        const claimAndLetGo = async (channel: string): Promise<void> => {
+          const abort = new AbortController();
+          const receiving = layer.receive(channel, { signal: abort.signal }).catch(() => 'aborted');
+          await until(async () => (await redis.hget(keys.state(channel), 'o')) !== null);
+          abort.abort();
+          expect(await receiving).toBe('aborted');
+          await until(async () => (await redis.exists(keys.state(channel))) === 0);
+        };
+        await claimAndLetGo(`warm-${uid()}`); // both scripts loaded on the connection: EVALSHA from here on
+        const counter = await countCommands(server);
+        const channel = `fresh-${uid()}`;
+        await claimAndLetGo(channel);
+        const counts = await counter.stop();
+        expect(counts.wireByCommand).toEqual({ evalsha: 2, hget: expect.any(Number), exists: expect.any(Number) });
+        // claim: HMGET o s, HSET o n (no PERSIST, drain or fence); release: HMGET o n w s, HDEL o n.
+        expect(counts.luaByCommand).toEqual({ hmget: 2, hset: 1, hdel: 1 });
+        // It leaves nothing behind, and the channel works as before.
+        expect(await redis.exists(keys.state(channel), keys.queue(channel))).toBe(0);
+        const next = layer.receive(channel);
+        await other.send(channel, { type: 'after' });
+        expect(await next).toEqual({ type: 'after' });
+      } finally {
+        redis.disconnect();
+      }
+    });
+
+    it('what an instance buffered reaches the next receiver even after Redis lost the channel\'s state', async () => {
+      // A release puts the buffer back in the queue. A channel without a sequence number counts as
+      // fresh (claimed without a drain), so the release must write one when Redis lost it.
+      const prefix = `hp${uid()}`;
+      const [holder, sender, next] = [make({ prefix }), make({ prefix }), make({ prefix })];
+      const keys = new RedisKeys(prefix);
+      const redis = connect(server);
+      try {
+        const channel = `lost-${uid()}`;
+        const first = holder.receive(channel);
+        await sender.send(channel, { type: 'm', n: 0 });
+        expect(await first).toEqual({ type: 'm', n: 0 });
+        // No receive waits now, but the holder keeps the channel a while: these wait in its buffer.
+        await sender.send(channel, { type: 'm', n: 1 });
+        await sender.send(channel, { type: 'm', n: 2 });
+        await new Promise((r) => setTimeout(r, 100));
+        expect(await redis.exists(keys.queue(channel))).toBe(0);
+        await redis.del(keys.state(channel)); // what a restart without persistence, or an eviction, does
+        // The holder lets go after its linger and puts its buffer back.
+        await until(async () => (await redis.zcard(keys.queue(channel))) === 2);
+        expect(await redis.pttl(keys.state(channel))).toBeGreaterThan(0);
+        expect(await receiveWithin(next, channel)).toEqual({ type: 'm', n: 1 });
+        expect(await receiveWithin(next, channel)).toEqual({ type: 'm', n: 2 });
+        await expectNothing(next, channel);
+      } finally {
+        redis.disconnect();
+      }
+    });
+
+    it('a roster join and a leave each read the roster once', async () => {
+      const layer = make();
+      const roster = `call-${uid()}`;
+      const opts = { limit: 2, ttl: 60 };
+      const warm = `warm-${uid()}`;
+      await layer.rosterJoin(warm, 'x', 'd', opts); // the scripts loaded on the connection
+      await layer.rosterLeave(warm, 'x');
+      const joining = await countCommands(server);
+      expect((await layer.rosterJoin(roster, 'a', 'da', opts)).joined).toBe(true);
+      const second = await layer.rosterJoin(roster, 'b', 'db', opts);
+      expect(second.entries.map((e) => [e.member, e.data])).toEqual([['a', 'da'], ['b', 'db']]);
+      // join: HGETALL, HSET (member and join counter), PEXPIRE.
+      expect((await joining.stop()).luaByCommand).toEqual({ hgetall: 2, hset: 2, pexpire: 2 });
+      const leaving = await countCommands(server);
+      expect((await layer.rosterLeave(roster, 'a'))?.map((e) => e.member)).toEqual(['b']);
+      expect(await layer.rosterLeave(roster, 'b')).toEqual([]);
+      // leave: HGETALL, then HDEL (or DEL for the last member).
+      expect((await leaving.stop()).luaByCommand).toEqual({ hgetall: 2, hdel: 1, del: 1 });
+      expect(await layer.rosterList(roster)).toEqual([]);
+    });
   });
 
   describe('a send to a channel this instance holds, with a receive waiting, is handed over in-process', () => {
