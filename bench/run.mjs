@@ -3,7 +3,7 @@
 // server on Redis with two workers. Prints the figures of design.md and writes
 // bench/results/latest.json and bench/results/chart.svg.
 //
-//   node bench/run.mjs [--quick] [--only=ws,ws-json,peerjs,memory,redis,redis1] [--profile]
+//   node bench/run.mjs [--quick] [--only=ws,ws-json,peerjs,memory,redis,redis1] [--profile] [--node-flags=F,F]
 //
 // --quick    a 1-2 minute smoke run (short windows, 1,000 idle peers); figures are rough.
 // --only     run a subset of the servers.
@@ -12,6 +12,8 @@
 // --profile  run the servers (default: bare ws+JSON and ours) under `node --cpu-prof` and print
 //            where the time goes; figures from a profiled run are distorted, so they go to
 //            results/profile.json and profile.txt instead of latest.json.
+// --node-flags=F,F  Node/V8 flags for every server (cluster workers inherit them), e.g.
+//            --node-flags=--min-semi-space-size=16; the report's header names them.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -30,6 +32,7 @@ const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
 const PROFILE = args.includes('--profile');
 const ONLY = args.find((a) => a.startsWith('--only='))?.slice(7).split(',');
+const NODE_FLAGS = args.find((a) => a.startsWith('--node-flags='))?.slice(13).split(',').filter(Boolean) ?? [];
 const PHASES = args.find((a) => a.startsWith('--phases='))?.slice(9).split(',') ?? ['memory', 'latency', 'throughput', 'setup'];
 const BUDGET_MS = (QUICK ? 4 : 24) * 60_000; // a hard stop, well above the expected run time
 
@@ -91,7 +94,7 @@ async function startOne(def, lg, log) {
       env.REDIS_URL = ctx.redis.url;
       res.redisPort = ctx.redis.port;
     }
-    const argv = [...def.argv];
+    const argv = [def.argv[0], ...NODE_FLAGS, ...def.argv.slice(1)];
     if (PROFILE) {
       const dir = join(RESULTS, 'profiles', def.id);
       rmSync(dir, { recursive: true, force: true });
@@ -343,7 +346,7 @@ function report(meta, results) {
   const byId = Object.fromEntries(results.map((r) => [r.id, r]));
   const out = [];
   out.push(`callsig bench, ${meta.date}`);
-  out.push(`machine: ${meta.cpu}, ${meta.cores} cores, node ${meta.node}, Linux ${meta.kernel}${meta.quick ? '  (--quick: rough figures)' : ''}${meta.profile ? '  (--profile: distorted figures)' : ''}`);
+  out.push(`machine: ${meta.cpu}, ${meta.cores} cores, node ${meta.node}, Linux ${meta.kernel}${meta.quick ? '  (--quick: rough figures)' : ''}${meta.profile ? '  (--profile: distorted figures)' : ''}${meta.nodeFlags?.length ? `  (servers run with ${meta.nodeFlags.join(' ')})` : ''}`);
   out.push('Server and load generator share the cores; compare ratios within this run, not absolute figures across machines.');
   for (const r of results) if (r.error || r.skipped) out.push(`${r.label}: ${r.skipped ? `skipped: ${r.skipped}` : `failed: ${r.error}`}`);
   out.push('');
@@ -518,7 +521,7 @@ async function main() {
   const log = (s) => console.log(`[${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${s}`);
   const meta = {
     date: new Date().toISOString(), cpu: machine().model, cores: cpus().length, node: process.version, kernel: release(),
-    quick: QUICK, profile: PROFILE, params: P,
+    quick: QUICK, profile: PROFILE, nodeFlags: NODE_FLAGS, params: P,
   };
   const limits = openFileLimits();
   log(`${meta.cpu}, ${meta.cores} cores, node ${meta.node}; open files ${limits.soft}/${limits.hard}${FILE_LIMIT ? `, raised to ${FILE_LIMIT} for the children` : ''}`);
