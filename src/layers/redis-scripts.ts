@@ -78,10 +78,8 @@ local function drop_owner(state, ch, state_ttl, w, keep)
   if w == nil then w = redis.call('HGET', state, 'w') end
   if w then
     for id in string.gmatch(w, '[^ ]+') do redis.call('PUBLISH', wake_topic(id), 'C' .. ch) end
-    redis.call('HDEL', state, 'o', 'n', 'w')
-  else
-    redis.call('HDEL', state, 'o', 'n')
   end
+  redis.call('HDEL', state, 'o', 'n', 'w')
   if keep then redis.call('PEXPIRE', state, state_ttl) end
 end
 
@@ -190,7 +188,8 @@ local function requeue(queue, first, now)
     exp = tonumber(exp)
     if seq and exp > now then
       redis.call('ZADD', queue, seq, m)
-      if not top or tonumber(seq) > top then top = tonumber(seq) end
+      seq = tonumber(seq)
+      if not top or seq > top then top = seq end
       if exp > latest then latest = exp end
     end
   end

@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RedisChannelLayer, type RedisLayerOptions } from '../../src/layers/index.js';
 import { RedisKeys } from '../../src/layers/redis-keys.js';
+import { waitFor } from '../deploy/support/server-process.js';
 import { encodeScriptCall } from '../../src/layers/redis-transport.js';
 import { connect, countCommands, hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { expectNothing, receiveWithin, uid } from './conformance.js';
@@ -144,14 +145,9 @@ describe.skipIf(!hasRedisServer())('Redis layer hot path', () => {
       await Promise.all(layers.splice(0).map((l) => l.close()));
     });
 
-    /** Polls until `check` holds (every 10 ms, at most 5 s). */
-    const until = async (check: () => boolean | Promise<boolean>): Promise<void> => {
-      const end = Date.now() + 5000;
-      while (!(await check())) {
-        if (Date.now() > end) throw new Error('condition not met within 5 s');
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    };
+    /** Polls (every 10 ms, at most 5 s) until `check` holds. */
+    const until = (what: string, check: () => Promise<boolean>): Promise<true> =>
+      waitFor(what, async () => ((await check()) ? true : undefined), 5000, 10);
 
     it('a channel no send ever reached through Redis is claimed and let go with two commands in each script', async () => {
       const prefix = `hp${uid()}`;
@@ -164,10 +160,10 @@ describe.skipIf(!hasRedisServer())('Redis layer hot path', () => {
         const claimAndLetGo = async (channel: string): Promise<void> => {
           const abort = new AbortController();
           const receiving = layer.receive(channel, { signal: abort.signal }).catch(() => 'aborted');
-          await until(async () => (await redis.hget(keys.state(channel), 'o')) !== null);
+          await until('the claim', async () => (await redis.hget(keys.state(channel), 'o')) !== null);
           abort.abort();
           expect(await receiving).toBe('aborted');
-          await until(async () => (await redis.exists(keys.state(channel))) === 0);
+          await until('the release', async () => (await redis.exists(keys.state(channel))) === 0);
         };
         await claimAndLetGo(`warm-${uid()}`); // both scripts loaded on the connection: EVALSHA from here on
         const counter = await countCommands(server);
@@ -206,7 +202,7 @@ describe.skipIf(!hasRedisServer())('Redis layer hot path', () => {
         expect(await redis.exists(keys.queue(channel))).toBe(0);
         await redis.del(keys.state(channel)); // what a restart without persistence, or an eviction, does
         // The holder lets go after its linger and puts its buffer back.
-        await until(async () => (await redis.zcard(keys.queue(channel))) === 2);
+        await until('the buffer put back', async () => (await redis.zcard(keys.queue(channel))) === 2);
         expect(await redis.pttl(keys.state(channel))).toBeGreaterThan(0);
         expect(await receiveWithin(next, channel)).toEqual({ type: 'm', n: 1 });
         expect(await receiveWithin(next, channel)).toEqual({ type: 'm', n: 2 });
