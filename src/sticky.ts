@@ -161,10 +161,15 @@ export class CallRouter {
       return;
     }
     const message: ConnectionMessage = { type: CONNECTION_MESSAGE, head: head.toString('latin1') };
+    // Node tracks a socket its net.Server accepted across the hand-over: the worker then keeps a
+    // 'close' listener on every socket (about 270 bytes per idle connection), only so that this
+    // server's close() can wait for the workers' connections. Nothing here waits for that, so the
+    // socket goes as a plain one; destroying it once sent (its handle is the worker's by then)
+    // takes it off this server's connection count.
+    (socket as { server?: unknown }).server = null;
     worker.send(message, socket, { keepOpen: false }, (err: Error | null) => {
-      if (!err) return;
-      this.logger.warn({ err, worker: worker.id }, 'could not hand a connection to a worker; closing it');
       socket.destroy();
+      if (err) this.logger.warn({ err, worker: worker.id }, 'could not hand a connection to a worker; closing it');
     });
   }
 }
