@@ -115,11 +115,20 @@ interface StoredEntry {
   since: number;
 }
 
+/**
+ * A roster: its entries in join order, in an array of exactly their number, replaced on every
+ * join or leave (never grown in place). A roster holds a call's few peers; a Map would keep a
+ * hash table of its own besides (about 120 bytes more per call of two, idle), and every roster
+ * operation but an update answers the whole list anyway.
+ */
 interface Roster {
-  entries: Map<string, StoredEntry>;
+  entries: readonly StoredEntry[];
   /** In rosterNow() time. */
   expiresAt: number;
 }
+
+const NO_STORED_ENTRIES: readonly StoredEntry[] = Object.freeze([]);
+const findEntry = (roster: Roster | undefined, member: string): StoredEntry | undefined => roster?.entries.find((e) => e.member === member);
 
 /** A stored entry as the layer's callers see it (a copy of their own). */
 const entryOut = (e: StoredEntry): RosterEntry => ({ member: e.member, data: e.data, since: e.since + EPOCH });
@@ -273,23 +282,24 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
   }
 
   protected async storeRosterJoin(name: string, member: string, data: string, opts: RosterJoinOptions): Promise<RosterJoinResult> {
-    const roster = this.liveRoster(name) ?? { entries: new Map<string, StoredEntry>(), expiresAt: 0 };
-    const existing = roster.entries.get(member);
-    if (!existing && roster.entries.size >= opts.limit) return { joined: false, entries: [...roster.entries.values()].map(entryOut) };
-    roster.entries.set(member, { member, data, since: existing?.since ?? rosterNow() });
+    const roster = this.liveRoster(name) ?? { entries: NO_STORED_ENTRIES, expiresAt: 0 };
+    const existing = findEntry(roster, member);
+    if (!existing && roster.entries.length >= opts.limit) return { joined: false, entries: roster.entries.map(entryOut) };
+    if (existing) existing.data = data; // a rejoin keeps its place and its `since`
+    else roster.entries = roster.entries.concat({ member, data, since: rosterNow() }); // concat: exactly the new size
     roster.expiresAt = rosterNow() + opts.ttl * 1000;
     this.rosters.set(name, roster);
     this.scheduleSweep();
-    return { joined: true, entries: [...roster.entries.values()].map(entryOut) };
+    return { joined: true, entries: roster.entries.map(entryOut) };
   }
 
   protected async storeRosterList(name: string): Promise<RosterEntry[]> {
-    return [...(this.liveRoster(name)?.entries.values() ?? [])].map(entryOut);
+    return (this.liveRoster(name)?.entries ?? NO_STORED_ENTRIES).map(entryOut);
   }
 
   protected async storeRosterUpdate(name: string, member: string, data: string, opts: RosterChangeOptions): Promise<boolean> {
     const roster = this.liveRoster(name);
-    const entry = roster?.entries.get(member);
+    const entry = findEntry(roster, member);
     if (!roster || !entry || (opts.ifData !== undefined && entry.data !== opts.ifData)) return false;
     entry.data = data;
     if (opts.ttl !== undefined) roster.expiresAt = rosterNow() + opts.ttl * 1000;
@@ -298,17 +308,18 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
 
   protected async storeRosterLeave(name: string, member: string, opts: RosterChangeOptions): Promise<RosterEntry[] | null> {
     const roster = this.liveRoster(name);
-    const entry = roster?.entries.get(member);
+    const entry = findEntry(roster, member);
     if (!roster || !entry || (opts.ifData !== undefined && entry.data !== opts.ifData)) return null;
-    roster.entries.delete(member);
-    if (roster.entries.size === 0) this.rosters.delete(name);
-    return [...roster.entries.values()].map(entryOut);
+    const i = roster.entries.indexOf(entry);
+    roster.entries = roster.entries.slice(0, i).concat(roster.entries.slice(i + 1));
+    if (roster.entries.length === 0) this.rosters.delete(name);
+    return roster.entries.map(entryOut);
   }
 
   protected async storeRosterDelete(name: string): Promise<RosterEntry[]> {
     const roster = this.liveRoster(name);
     this.rosters.delete(name);
-    return [...(roster?.entries.values() ?? [])].map(entryOut);
+    return (roster?.entries ?? NO_STORED_ENTRIES).map(entryOut);
   }
 
   /** No other instance can share an InMemory layer's storage, so no other instance is reachable. */
