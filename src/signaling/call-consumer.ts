@@ -50,7 +50,6 @@ const hasPeer = (peers: Peers, peerId: string): boolean => (typeof peers === 'st
 const peerList = (peers: Peers): readonly string[] => (typeof peers === 'string' ? [peers] : peers);
 /** `list` as Peers: its one id, or a copy of exactly its size. */
 const asPeers = (list: readonly string[]): Peers => (list.length === 1 ? list[0]! : list.length === 0 ? NO_PEERS : list.slice());
-const NO_ENTRIES = Object.freeze([]) as unknown as RosterEntry[];
 
 /** CallConsumer's yes/no states, bits of its `callFlags`. */
 const CALL_FLAGS = { resumed: 1, answeredTooLarge: 2, listening: 4, counted: 8, resumeRefused: 16 } as const;
@@ -142,7 +141,15 @@ export class CallConsumer extends JsonWebsocketConsumer {
     }
 
     private callId = '';
+    /**
+     * The seat as joining or resuming gave it, until the welcome has been composed: after that
+     * the connection keeps only its peer id and data (an idle peer keeps no Seat object).
+     */
     private seat: Seat | undefined;
+    /** This connection's peer id, once it holds a seat ('' while it holds none). */
+    private peerId = '';
+    /** The seat's data as this connection last wrote it (for compare-and-set). */
+    private seatData = '';
     /** Why this connection no longer holds its seat: it hung up, the call ended, or another connection took the seat. */
     private gone: 'left' | 'ended' | 'superseded' | undefined;
     /**
@@ -188,13 +195,14 @@ export class CallConsumer extends JsonWebsocketConsumer {
           this.resumeRefused = true;
           return control;
         }
-        this.seat = result.seat;
+        this.hold(result.seat);
         this.resumed = true;
         this.metrics.resumes.inc();
         if (result.previous.d === 0 && result.previous.c !== control) await this.takeOver(result.previous.c, control);
       } else {
-        this.seat = await this.seats.join(this.callId, control);
-        if (!this.seat) {
+        const seat = await this.seats.join(this.callId, control);
+        if (seat) this.hold(seat);
+        else {
           // A seat may be held by a worker that died without letting go: start its grace now.
           await this.deps.watch.reapDead(this.callId).catch((err: unknown) => this.log.warn({ err }, 'could not check the seats of a full call'));
         }
@@ -202,11 +210,17 @@ export class CallConsumer extends JsonWebsocketConsumer {
       return control;
     }
 
+    private hold(seat: Seat): void {
+      this.seat = seat;
+      this.peerId = seat.peerId;
+      this.seatData = seat.data;
+    }
+
     /** Tells the connection still holding our seat (a half-open socket, maybe on another worker) to let go, and waits for it briefly. */
     private async takeOver(previous: string, control: string): Promise<void> {
       // Its worker died (SIGKILL, crash): nobody to wait for, the inbox is free.
       if (!(await this.channelLayer.channelOwnerAlive(previous).catch(() => true))) return;
-      await this.channelLayer.send(previous, { type: 'seat.taken', peerId: this.seat!.peerId, by: control });
+      await this.channelLayer.send(previous, { type: 'seat.taken', peerId: this.peerId, by: control });
       try {
         await this.channelLayer.receive(control, { signal: AbortSignal.timeout(HANDOVER_TIMEOUT) });
       } catch {
@@ -221,10 +235,9 @@ export class CallConsumer extends JsonWebsocketConsumer {
         return this.refuse('call-full', `This call already has ${this.config.maxPeers} people in it.`);
       }
       const seat = this.seat;
+      this.seat = undefined; // the roster as it was at joining, and the token: an idle connection keeps neither
       const others = seat.entries.filter((e) => e.member !== seat.peerId);
-      seat.entries = NO_ENTRIES; // the roster as it was at joining: an idle connection need not keep it
       const resumeToken = seat.resumeToken;
-      seat.resumeToken = ''; // only the welcome carries it (the roster keeps its digest)
       for (const e of others) this.addPeer(e.member);
       await this.sendJson({
         type: 'welcome',
@@ -249,7 +262,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
         this.answeredTooLarge = true;
         return this.refuse('too-large', `A message may be at most ${this.config.maxMessageBytes} bytes; this one was ${size}.`);
       }
-      if (!this.seat || this.gone) return RESOLVED;
+      if (!this.peerId || this.gone) return RESOLVED;
       const rateTime = this.deps.rateLimit.pass(this.rateTime);
       if (rateTime === undefined) {
         this.strikes += 1;
@@ -295,7 +308,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
       const to = signal.to;
       const frameText = this.frameText; // now: `receive` clears it once this returns
       if (to !== undefined && !hasPeer(this.peers, to)) return this.relayToNewPeer(signal, frameText, to);
-      const text = withFrom(signal, frameText, this.seat!.peerId);
+      const text = withFrom(signal, frameText, this.peerId);
       if (to !== undefined) return this.relayTo(to, text);
       const peers = this.peers;
       return typeof peers === 'string' ? this.relayTo(peers, text) : this.relayToAll(peers, text);
@@ -305,7 +318,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private async relayToNewPeer(signal: Record<string, unknown>, frameText: string | undefined, to: string): Promise<void> {
       await this.refreshPeers();
       if (!hasPeer(this.peers, to)) return this.error('unknown-peer', `There is no peer "${to.slice(0, 64)}" in this call.`);
-      await this.relayTo(to, withFrom(signal, frameText, this.seat!.peerId));
+      await this.relayTo(to, withFrom(signal, frameText, this.peerId));
     }
 
     private async relayToAll(peers: readonly string[], text: string): Promise<void> {
@@ -359,10 +372,9 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     /** `bye`: frees the seat, tells the others, closes with 1000. */
     private async hangUp(): Promise<void> {
-      const seat = this.seat!;
       this.gone = 'left';
-      const remaining = await this.seats.leave(this.callId, seat.peerId, seat.data);
-      if (remaining) await this.tellPeers({ type: 'peer.left', peerId: seat.peerId, reason: 'hangup' }, remaining);
+      const remaining = await this.seats.leave(this.callId, this.peerId, this.seatData);
+      if (remaining) await this.tellPeers({ type: 'peer.left', peerId: this.peerId, reason: 'hangup' }, remaining);
       await this.close(1000, 'bye');
       // Whoever stays may be held by a worker that died unseen (another instance): check once,
       // so a call nobody will come back to is still cleaned up after the grace.
@@ -379,27 +391,27 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     async peerJoined(message: Message): Promise<void> {
       const peerId = message.peerId as string;
-      if (peerId === this.seat?.peerId) return;
+      if (peerId === this.peerId) return;
       this.addPeer(peerId);
       await this.sendJson({ type: 'peer-joined', peerId });
     }
 
     async peerReconnected(message: Message): Promise<void> {
       const peerId = message.peerId as string;
-      if (peerId === this.seat?.peerId) return;
+      if (peerId === this.peerId) return;
       this.addPeer(peerId);
       await this.sendJson({ type: 'peer-reconnected', peerId });
     }
 
     async peerLeft(message: Message): Promise<void> {
       const peerId = message.peerId as string;
-      if (peerId === this.seat?.peerId) return;
+      if (peerId === this.peerId) return;
       this.peers = asPeers(peerList(this.peers).filter((p) => p !== peerId));
       await this.sendJson({ type: 'peer-left', peerId, reason: message.reason as string });
     }
 
     async callEnded(message: Message): Promise<void> {
-      if (!this.seat) return;
+      if (!this.peerId) return;
       this.gone = 'ended';
       await this.sendJson({ type: 'call-ended', reason: (message.reason as string) ?? 'ended' });
       await this.close(1000, 'call ended');
@@ -407,7 +419,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     /** Another connection resumed our seat: stop reading the inbox, say so, and close. */
     async seatTaken(message: Message): Promise<void> {
-      if (message.peerId !== this.seat?.peerId) return;
+      if (message.peerId !== this.peerId) return;
       this.gone = 'superseded';
       await this.stopInbox();
       await this.channelLayer.send(message.by as string, { type: 'seat.released' });
@@ -418,7 +430,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
     async seatReleased(): Promise<void> {}
 
     override async serverShutdown(code: number): Promise<void> {
-      if (this.seat && !this.gone) await this.error('server-restart', 'The server is restarting; reconnect with your resume token.').catch(() => {});
+      if (this.peerId && !this.gone) await this.error('server-restart', 'The server is restarting; reconnect with your resume token.').catch(() => {});
       await this.close(code, 'server restart');
     }
 
@@ -427,27 +439,26 @@ export class CallConsumer extends JsonWebsocketConsumer {
       if (code === 1009 && !this.answeredTooLarge) this.metrics.errors.inc({ code: 'too-large' });
       await this.stopInbox();
       this.count(-1);
-      const seat = this.seat;
-      if (!seat || this.gone) return;
-      const detached = await this.seats.detach(seat);
+      const peerId = this.peerId;
+      if (!peerId || this.gone) return;
+      const detached = await this.seats.detach(this.callId, peerId, this.seatData);
       if (detached === undefined) return; // the seat was resumed by another connection
-      this.deps.watch.watch(seat.callId, seat.peerId, detached);
-      await this.tellPeers({ type: 'peer.detached', peerId: seat.peerId, data: detached });
+      this.deps.watch.watch(this.callId, peerId, detached);
+      await this.tellPeers({ type: 'peer.detached', peerId, data: detached });
     }
 
     /** Another peer's connection dropped: watch its grace here too, in case its worker goes away. */
     async peerDetached(message: Message): Promise<void> {
-      if (message.peerId === this.seat?.peerId) return;
+      if (message.peerId === this.peerId) return;
       this.deps.watch.watch(this.callId, message.peerId as string, message.data as string);
     }
 
     /** Sends a notice to every other peer's inbox (in order with their signals). */
     private async tellPeers(message: Message, entries?: RosterEntry[]): Promise<void> {
-      const seat = this.seat!;
       const targets = entries ? entries.map((e) => e.member) : peerList(this.peers);
       for (const peerId of targets) {
-        if (peerId === seat.peerId) continue;
-        await this.channelLayer.send(names.inbox(seat.callId, peerId), message).catch((err: unknown) => {
+        if (peerId === this.peerId) continue;
+        await this.channelLayer.send(names.inbox(this.callId, peerId), message).catch((err: unknown) => {
           this.log.warn({ err, peerId }, 'could not notify a peer');
         });
       }
@@ -459,12 +470,12 @@ export class CallConsumer extends JsonWebsocketConsumer {
 
     private async refreshPeers(): Promise<void> {
       const entries = await this.seats.list(this.callId);
-      this.peers = asPeers(entries.map((e) => e.member).filter((p) => p !== this.seat?.peerId));
+      this.peers = asPeers(entries.map((e) => e.member).filter((p) => p !== this.peerId));
     }
 
     /** Reads the seat's inbox, through the consumer's queue, for as long as this connection holds the seat. */
     private startInbox(): void {
-      this.listen(names.inbox(this.callId, this.seat!.peerId));
+      this.listen(names.inbox(this.callId, this.peerId));
       this.listening = true;
     }
 
@@ -472,7 +483,7 @@ export class CallConsumer extends JsonWebsocketConsumer {
     private async stopInbox(): Promise<void> {
       if (!this.listening) return;
       this.listening = false;
-      await this.unlisten(names.inbox(this.callId, this.seat!.peerId));
+      await this.unlisten(names.inbox(this.callId, this.peerId));
     }
 
     private async error(code: ErrorCode, message: string): Promise<void> {

@@ -79,7 +79,7 @@ export class SeatWatch {
     for (const entry of entries) {
       const seat = readSeat(entry.data);
       if (!seat || seat.d !== 0 || !which(seat)) continue;
-      const data = await this.seats.detach({ callId, peerId: entry.member, data: entry.data, resumeToken: '', entries: [], polite: false }, now);
+      const data = await this.seats.detach(callId, entry.member, entry.data, now);
       if (data === undefined) continue;
       detached += 1;
       this.watch(callId, entry.member, data);

@@ -24,11 +24,11 @@ export interface SeatData {
 export interface Seat {
   callId: string;
   peerId: string;
-  /** The token the welcome gives the client (a connection empties it once sent). */
+  /** The token the welcome gives the client (the consumer lets the Seat go once it has composed the welcome). */
   resumeToken: string;
   /** The seat's data as last written by this connection (for compare-and-set). */
   data: string;
-  /** The call's seats after joining, oldest first (the consumer lets them go once it has welcomed the peer). */
+  /** The call's seats after joining, oldest first. */
   entries: RosterEntry[];
   /** Whether this peer is the polite one. */
   polite: boolean;
@@ -99,12 +99,15 @@ export class Seats {
     return { seat: { callId, peerId: parsed.peerId, resumeToken: next.token, data, entries: updated, polite: previous.p === 1 }, previous };
   }
 
-  /** Marks a held seat detached (its socket dropped); the new data, or undefined if the seat moved on. */
-  async detach(seat: Seat, now = Date.now()): Promise<string | undefined> {
-    const s = readSeat(seat.data);
+  /**
+   * Marks a held seat detached (its socket dropped), if its data is still `data`; the new data,
+   * or undefined if the seat moved on.
+   */
+  async detach(callId: string, peerId: string, data: string, now = Date.now()): Promise<string | undefined> {
+    const s = readSeat(data);
     if (!s) return undefined;
-    const data = write({ ...s, d: now });
-    return (await this.layer.rosterUpdate(names.roster(seat.callId), seat.peerId, data, { ifData: seat.data })) ? data : undefined;
+    const detached = write({ ...s, d: now });
+    return (await this.layer.rosterUpdate(names.roster(callId), peerId, detached, { ifData: data })) ? detached : undefined;
   }
 
   /** Frees a seat if its data is still `data`; the remaining seats, or null when it had moved on. */

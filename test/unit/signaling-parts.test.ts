@@ -190,7 +190,7 @@ describe('seats', () => {
     await seats.join('c1', full!);
     await seats.join('c1', open!);
     const gone = (await seats.join('c1', away!))!;
-    expect(await seats.detach(gone)).toBeDefined();
+    expect(await seats.detach(gone.callId, gone.peerId, gone.data)).toBeDefined();
     await layer.send(full!, { type: 'earlier' }); // its one place is taken
     const ended = await seats.end('c1', { type: 'call.ended', reason: 'r' });
     expect(ended.map((e) => e.member)).toHaveLength(3);
