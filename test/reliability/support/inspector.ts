@@ -10,6 +10,8 @@ import { waitFor } from './processes.js';
 /** What the process holds at one moment, after a full GC. */
 export interface Snapshot {
   heapUsed: number;
+  /** The part of heapUsed that is compiled code (V8's code space): what the JIT adds as it goes. */
+  codeUsed: number;
   rss: number;
   external: number;
   arrayBuffers: number;
@@ -92,7 +94,8 @@ export class Inspector {
       // An Immediate lasts one turn of the loop (a stream or the logger finishing a write as the
       // snapshot is taken); it cannot pile up, so it is not counted.
       for (const t of process.getActiveResourcesInfo()) if (t !== 'Immediate') resources[t] = (resources[t] || 0) + 1;
-      return { heapUsed: m.heapUsed, rss: m.rss, external: m.external, arrayBuffers: m.arrayBuffers, resources };
+      const code = process.getBuiltinModule('v8').getHeapSpaceStatistics().find((s) => s.space_name === 'code_space');
+      return { heapUsed: m.heapUsed, codeUsed: code ? code.space_used_size : 0, rss: m.rss, external: m.external, arrayBuffers: m.arrayBuffers, resources };
     })()`);
   }
 
