@@ -36,7 +36,7 @@ const HELD_CALLS = 200;
  * inbox). A leak of any real part of a connection shows as a good fraction of that cost; what may
  * legitimately stay is small and capped: on Redis, up to 100,000 channels known to be empty
  * (src/layers/redis.ts MAX_TRACKED), ~100-200 B per connection until the cap; on both, code the
- * JIT compiles as the churn goes on (about 250 B per connection over the measured churn).
+ * JIT compiles as the churn goes on (100-200 B per connection over the measured churn).
  *
  * A dropped peer's inbox gets notes while its seat waits out the grace (peer-detached, peer-left)
  * and one when the seat is freed; nobody reads them after that, and the layer keeps them until
