@@ -10,7 +10,7 @@ import { waitFor } from './processes.js';
 /** What the process holds at one moment, after a full GC. */
 export interface Snapshot {
   heapUsed: number;
-  /** The part of heapUsed that is compiled code (V8's code space): what the JIT adds as it goes. */
+  /** The part of heapUsed that is compiled code (V8's code space): what the JIT adds as it goes (NaN before Node 20.16). */
   codeUsed: number;
   rss: number;
   external: number;
@@ -94,8 +94,10 @@ export class Inspector {
       // An Immediate lasts one turn of the loop (a stream or the logger finishing a write as the
       // snapshot is taken); it cannot pile up, so it is not counted.
       for (const t of process.getActiveResourcesInfo()) if (t !== 'Immediate') resources[t] = (resources[t] || 0) + 1;
-      const code = process.getBuiltinModule('v8').getHeapSpaceStatistics().find((s) => s.space_name === 'code_space');
-      return { heapUsed: m.heapUsed, codeUsed: code ? code.space_used_size : 0, rss: m.rss, external: m.external, arrayBuffers: m.arrayBuffers, resources };
+      // process.getBuiltinModule is Node 20.16+ (engines allows 20.11): the figure is only logged.
+      const v8 = process.getBuiltinModule ? process.getBuiltinModule('v8') : undefined;
+      const code = v8 ? v8.getHeapSpaceStatistics().find((s) => s.space_name === 'code_space') : undefined;
+      return { heapUsed: m.heapUsed, codeUsed: code ? code.space_used_size : NaN, rss: m.rss, external: m.external, arrayBuffers: m.arrayBuffers, resources };
     })()`);
   }
 
