@@ -7,6 +7,7 @@
 import cluster from 'node:cluster';
 import type { Socket } from 'node:net';
 import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
+import { tuneHeap } from './heap-tuning.js';
 import { createLogger, type Logger } from './logger.js';
 import { layerAnnouncement, startServer } from './server.js';
 import { CONNECTION_MESSAGE, CallRouter, type ConnectionMessage } from './sticky.js';
@@ -30,6 +31,7 @@ function readConfig(): Readonly<Config> {
 }
 
 async function runWorker(config: Readonly<Config>, logger: Logger, announce: boolean): Promise<void> {
+  tuneHeap(); // before the first socket: see heap-tuning.ts
   const handedOverPort = cluster.isWorker ? Number(process.env[HANDED_OVER_PORT]) : NaN;
   const handedOver = Number.isInteger(handedOverPort) ? { port: handedOverPort } : undefined;
   const running = await startServer({ config, logger, announce, handedOver });
