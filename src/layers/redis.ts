@@ -31,15 +31,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { BaseChannelLayer, randomName } from './base.js';
+import { copyMessage } from './codec.js';
 import { ChannelFull, InvalidChannelLayerError, LayerClosed } from './errors.js';
 import { defineFlags } from './flags.js';
-import { layerIdOf, nonLocalName } from './names.js';
+import { layerIdOf, nonLocalName, requireValidChannelName } from './names.js';
 import { REDIS_KEYS } from './options.js';
 import { MessageCipher } from './redis-crypto.js';
 import { RedisKeys, hostOf } from './redis-keys.js';
 import type { ScriptName } from './redis-scripts.js';
 import { RedisTransport, parseRedisUrl, type RedisEndpoint } from './redis-transport.js';
-import type { MessageSink, RedisLayerOptions, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
+import type { Message, MessageSink, RedisLayerOptions, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
 
 /** Where the layer connects when no `hosts` are given. */
 const DEFAULT_HOST = 'redis://127.0.0.1:6379';
@@ -180,6 +181,9 @@ function addWaiter(inbox: Inbox, sink: MessageSink): void {
 }
 
 /** Takes the oldest pending receive. */
+/** What `send` returns for a message handed over in-process: settled, and not SETTLED (see `send`). */
+const HANDED_OVER: Promise<void> = Promise.resolve();
+
 function takeWaiter(inbox: Inbox): MessageSink | undefined {
   const w = inbox.waiters;
   if (!Array.isArray(w)) {
@@ -372,6 +376,34 @@ export class RedisChannelLayer extends BaseChannelLayer {
   }
 
   // ---- sending -------------------------------------------------------------------------------
+
+  /**
+   * A send that can be handed over in this process (a receive of ours waits on a channel we
+   * hold; see `canHandOver`) hands over a checked copy, as InMemory does (codec.ts
+   * `copyMessage`: the value the codec's round trip would give): no msgpack encoding and
+   * decoding for a message that never leaves the process. Every other send, and a message that
+   * is not made only of plain values, goes through the codec as before.
+   *
+   * It returns HANDED_OVER, settled but not SETTLED, so a caller awaits it: that gives the
+   * receiver's consumer the microtask in which it re-arms its receive. A sender that went on at
+   * once (as SETTLED lets it) would find no receive waiting for its next message of a burst,
+   * and send that one, and those after it, through Redis.
+   */
+  override send(channel: string, message: Message): Promise<void> {
+    const inbox = this.inboxes.get(channel);
+    if (inbox === undefined || !this.canHandOver(inbox)) return super.send(channel, message);
+    try {
+      const copy = copyMessage(message, this.options.maxMessageSize);
+      if (copy === undefined) return super.send(channel, message);
+      requireValidChannelName(channel);
+      this.requireOpen();
+      this.deliverTo(takeWaiter(inbox)!, copy);
+      this.pump(inbox);
+      return HANDED_OVER;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
 
   protected async storeSend(channel: string, bytes: Buffer, capacity: number): Promise<void> {
     const inbox = this.inboxes.get(channel);

@@ -5,7 +5,7 @@
  * exact bytes, and recovery when Redis forgets its scripts.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { RedisChannelLayer, type RedisLayerOptions } from '../../src/layers/index.js';
+import { RedisChannelLayer, SETTLED, type RedisLayerOptions } from '../../src/layers/index.js';
 import { RedisKeys } from '../../src/layers/redis-keys.js';
 import { waitFor } from '../deploy/support/server-process.js';
 import { encodeScriptCall } from '../../src/layers/redis-transport.js';
@@ -254,6 +254,22 @@ describe.skipIf(!hasRedisServer())('Redis layer hot path', () => {
       }
       const counts = await counter.stop();
       expect(counts.wire).toBe(0);
+      await expectNothing(layer, channel);
+    });
+
+    it('a message of plain values goes as a copy: what the sender changes afterwards is not received', async () => {
+      const layer = make();
+      const channel = `copy-${uid()}`;
+      await hold(layer, channel);
+      const nested = { sdp: 'v=0\r\n', list: [1, 'two', null, true] };
+      const message = { type: 'm', n: 7, nested };
+      const next = layer.receive(channel);
+      const sent = layer.send(channel, message);
+      expect(sent).not.toBe(SETTLED); // settled, but for the caller to await (the receiver re-arms meanwhile)
+      nested.list.push(5); // the sender changing its object afterwards changes nothing received
+      const got = await next;
+      expect(got).toEqual({ type: 'm', n: 7, nested: { sdp: 'v=0\r\n', list: [1, 'two', null, true] } });
+      expect(got.nested).not.toBe(nested);
       await expectNothing(layer, channel);
     });
 
