@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { AbortSets } from './abort-sets.js';
 import { CapacityTable, layerIdOf, requireValidChannelName, requireValidGroupName } from './names.js';
-import { decodeMessage, encodeMessage } from './codec.js';
+import { copyMessage, decodeMessage, encodeMessage } from './codec.js';
 import { LayerClosed } from './errors.js';
 import { resolveLayerOptions, type ResolvedLayerOptions } from './options.js';
 import type {
@@ -109,6 +109,21 @@ export abstract class BaseChannelLayer implements ChannelLayer {
     const bytes = encodeMessage(message, this.options.maxMessageSize);
     this.requireOpen();
     await this.storeSend(channel, bytes, this.capacities.capacityOf(channel));
+  }
+
+  /**
+   * For a backend that keeps or hands over a message without the codec: a checked copy of
+   * `message` (codec.ts `copyMessage`: the value the codec's round trip gives), once the channel
+   * name and the open layer are checked; undefined when the message is not made only of plain
+   * values (or is too large), and so must go through `send` and the codec, which accept and
+   * refuse exactly what every backend does. Throws like `send` for a bad name or a closed layer.
+   */
+  protected sendableCopy(channel: string, message: Message): Message | undefined {
+    const copy = copyMessage(message, this.options.maxMessageSize);
+    if (copy === undefined) return undefined;
+    requireValidChannelName(channel);
+    this.requireOpen();
+    return copy;
   }
 
   /** Not `async`: a suspended async frame costs more than the promise it returns. */

@@ -4,9 +4,7 @@
  * here works on Redis.
  */
 import { BaseChannelLayer, SETTLED } from './base.js';
-import { copyMessage } from './codec.js';
 import { ChannelFull, LayerClosed } from './errors.js';
-import { requireValidChannelName } from './names.js';
 import type { LayerOptions, Message, MessageSink, RosterChangeOptions, RosterEntry, RosterJoinOptions, RosterJoinResult } from './types.js';
 
 /** What a queue keeps: the codec's bytes, or a checked copy of the message (`copyMessage`). */
@@ -174,10 +172,8 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
     // Not an async function: it returns SETTLED when the message was handed over (every send that
     // is not refused), so a relay need not await it.
     try {
-      const copy = copyMessage(message, this.options.maxMessageSize);
+      const copy = this.sendableCopy(channel, message);
       if (copy === undefined) return super.send(channel, message);
-      requireValidChannelName(channel);
-      this.requireOpen();
       return this.storeSend(channel, copy, this.capacityOf(channel));
     } catch (err) {
       return Promise.reject(err);
@@ -308,9 +304,8 @@ export class InMemoryChannelLayer extends BaseChannelLayer {
 
   protected async storeRosterLeave(name: string, member: string, opts: RosterChangeOptions): Promise<RosterEntry[] | null> {
     const roster = this.liveRoster(name);
-    const entry = findEntry(roster, member);
-    if (!roster || !entry || (opts.ifData !== undefined && entry.data !== opts.ifData)) return null;
-    const i = roster.entries.indexOf(entry);
+    const i = roster ? roster.entries.findIndex((e) => e.member === member) : -1;
+    if (!roster || i === -1 || (opts.ifData !== undefined && roster.entries[i]!.data !== opts.ifData)) return null;
     roster.entries = roster.entries.slice(0, i).concat(roster.entries.slice(i + 1));
     if (roster.entries.length === 0) this.rosters.delete(name);
     return roster.entries.map(entryOut);

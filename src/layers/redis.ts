@@ -31,10 +31,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { BaseChannelLayer, randomName } from './base.js';
-import { copyMessage } from './codec.js';
 import { ChannelFull, InvalidChannelLayerError, LayerClosed } from './errors.js';
 import { defineFlags } from './flags.js';
-import { layerIdOf, nonLocalName, requireValidChannelName } from './names.js';
+import { layerIdOf, nonLocalName } from './names.js';
 import { REDIS_KEYS } from './options.js';
 import { MessageCipher } from './redis-crypto.js';
 import { RedisKeys, hostOf } from './redis-keys.js';
@@ -180,10 +179,10 @@ function addWaiter(inbox: Inbox, sink: MessageSink): void {
   else inbox.waiters = [w, sink];
 }
 
-/** Takes the oldest pending receive. */
 /** What `send` returns for a message handed over in-process: settled, and not SETTLED (see `send`). */
 const HANDED_OVER: Promise<void> = Promise.resolve();
 
+/** Takes the oldest pending receive. */
 function takeWaiter(inbox: Inbox): MessageSink | undefined {
   const w = inbox.waiters;
   if (!Array.isArray(w)) {
@@ -393,12 +392,9 @@ export class RedisChannelLayer extends BaseChannelLayer {
     const inbox = this.inboxes.get(channel);
     if (inbox === undefined || !this.canHandOver(inbox)) return super.send(channel, message);
     try {
-      const copy = copyMessage(message, this.options.maxMessageSize);
+      const copy = this.sendableCopy(channel, message);
       if (copy === undefined) return super.send(channel, message);
-      requireValidChannelName(channel);
-      this.requireOpen();
-      this.deliverTo(takeWaiter(inbox)!, copy);
-      this.pump(inbox);
+      this.handOver(inbox, copy);
       return HANDED_OVER;
     } catch (err) {
       return Promise.reject(err);
@@ -412,8 +408,7 @@ export class RedisChannelLayer extends BaseChannelLayer {
         // A receive of ours is waiting on a channel we hold: hand the message over here, as
         // InMemory would. Redis never sees it (nor its sequence number): nothing it stored or
         // published for the channel can be older, or the checks above would have failed.
-        this.deliverTo(takeWaiter(inbox)!, bytes);
-        this.pump(inbox);
+        this.handOver(inbox, bytes);
         return;
       }
       if (!inbox.specific) {
@@ -976,6 +971,12 @@ export class RedisChannelLayer extends BaseChannelLayer {
       && !this.transport.clustered
       && !this.closing
       && this.transport.isSubscribed(inbox.shard);
+  }
+
+  /** Hands a message to the oldest receive waiting on `inbox` (`canHandOver` said it may). */
+  private handOver(inbox: Inbox, stored: Buffer | Message): void {
+    this.deliverTo(takeWaiter(inbox)!, stored);
+    this.pump(inbox);
   }
 
   /** A message reached `inbox` through Redis: if it is ours, what we sent before it is in too. */
