@@ -20,7 +20,7 @@
  * What a connection keeps is now copied by the young collector (up to twice) before it reaches
  * the old generation, instead of being allocated there; in the bench that cost did not show (call
  * set-up CPU and memory per idle connection were within their usual spread). One workload, one
- * machine: README, Benchmarks, "Young-generation collections".
+ * machine: docs/performance.md, "Young-generation collections".
  */
 import { setFlagsFromString } from 'node:v8';
 

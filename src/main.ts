@@ -91,7 +91,7 @@ async function runPrimary(config: Readonly<Config>, logger: Logger): Promise<voi
     process.exit(1);
   }
   // Fewer malloc arenas: a worker's connection burst otherwise leaves freed native memory in
-  // per-thread arenas, about 6 MB per worker that glibc keeps (README, Benchmarks, "Redis x2
+  // per-thread arenas, about 6 MB per worker that glibc keeps (docs/performance.md, "Redis x2
   // memory, and malloc arenas").
   const fork = () => router.forked(cluster.fork({ MALLOC_ARENA_MAX: String(config.workerMallocArenaMax), [HANDED_OVER_PORT]: String(port) }));
   for (let i = 0; i < config.webConcurrency; i++) fork();
