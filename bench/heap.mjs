@@ -11,10 +11,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startServer } from './lib/server.mjs';
-import { startRedis } from './lib/redis.mjs';
 import { tree, treeRssKiB } from './lib/proc.mjs';
-import { ALL_SERVERS, BASE_ENV, startLoadgen } from './lib/targets.mjs';
+import { ALL_SERVERS, startLoadgen, startTarget } from './lib/targets.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -116,15 +114,10 @@ function tally(files, keepLast = false) {
 
 async function one(def, lg, log) {
   const dir = mkdtempSync(join(tmpdir(), 'bench-heap-'));
-  const env = { ...BASE_ENV, PORT: '0', ...(def.env ?? {}) };
-  let redis = null;
-  let srv = null;
+  let target = null;
   try {
-    if (def.redis) { redis = await startRedis(); env.REDIS_URL = redis.url; }
-    const [node, script, ...rest] = def.argv;
-    srv = await startServer({ argv: [node, '--heapsnapshot-signal=SIGUSR2', join(ROOT, script), ...rest], env, cwd: dir, label: def.label });
-    if (def.ours) await sleep((def.workers ?? 1) > 1 ? 2500 : 500);
-    await lg.call('target', { protocol: def.protocol, hangup: def.hangup, port: srv.port });
+    target = await startTarget(ROOT, def, lg, { nodeArgs: ['--heapsnapshot-signal=SIGUSR2'], env: { PORT: '0' }, cwd: dir });
+    const { srv } = target;
     await lg.call('idleOpen', { peers: 20 });
     await lg.call('idleRelease', {});
     await sleep(1000);
@@ -162,8 +155,7 @@ async function one(def, lg, log) {
     log(lines.join('\n'));
     return lines.join('\n');
   } finally {
-    if (srv) await srv.stop('SIGTERM');
-    if (redis) await redis.stop();
+    await target?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -15,12 +15,9 @@ import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { constants } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { startServer } from './lib/server.mjs';
-import { startRedis } from './lib/redis.mjs';
 import { machine } from './lib/proc.mjs';
 import { percentile } from './lib/stats.mjs';
-import { ALL_SERVERS, BASE_ENV, startLoadgen } from './lib/targets.mjs';
+import { ALL_SERVERS, startLoadgen, startTarget } from './lib/targets.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -166,16 +163,9 @@ function report(label, { rows, missing }, hops, redis, gcLine) {
 }
 
 async function measure(def, lg, dir) {
-  const env = { ...BASE_ENV, ...(def.env ?? {}), HOP_TRACE_DIR: dir };
-  let redis = null;
-  let srv = null;
   const traces = new Map(CALLS.map((c) => [c, []]));
+  const target = await startTarget(ROOT, def, lg, { nodeArgs: [...NODE_FLAGS, '--import', join(ROOT, 'bench', 'lib', 'hop-trace.mjs')], env: { HOP_TRACE_DIR: dir } });
   try {
-    if (def.redis) { redis = await startRedis(); env.REDIS_URL = redis.url; }
-    const [node, script, ...rest] = def.argv;
-    srv = await startServer({ argv: [node, ...NODE_FLAGS, '--import', join(ROOT, 'bench', 'lib', 'hop-trace.mjs'), join(ROOT, script), ...rest], env, cwd: ROOT, label: def.label });
-    if (def.ours) await sleep((def.workers ?? 1) > 1 ? 2500 : 500);
-    await lg.call('target', { protocol: def.protocol, hangup: def.hangup, port: srv.port });
     for (let round = 1; round <= ROUNDS; round++) {
       for (const calls of CALLS) {
         const traceFile = join(dir, `loadgen-${calls}-${round}.json`);
@@ -185,9 +175,8 @@ async function measure(def, lg, dir) {
       }
     }
   } finally {
-    const stopped = await srv?.stop();
-    if (srv && stopped?.code !== 0) log(`${def.label} did not exit cleanly on SIGTERM (${JSON.stringify(stopped)}); stamps of a killed process are missing`);
-    await redis?.stop();
+    const stopped = await target.stop();
+    if (stopped?.code !== 0) log(`${def.label} did not exit cleanly on SIGTERM (${JSON.stringify(stopped)}); stamps of a killed process are missing`);
   }
   return traces;
 }

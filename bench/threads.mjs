@@ -10,17 +10,14 @@
 // signal (all the server's signals, not that process's own share), and its voluntary and
 // involuntary context switches per signal (a voluntary one is, in effect, a wake-up: the event
 // loop waited and was woken); V8's and libuv's helper threads summed on a line of their own.
-import { readFileSync, readdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { cpus, release } from 'node:os';
-import { startServer } from './lib/server.mjs';
-import { startRedis } from './lib/redis.mjs';
-import { machine, tree } from './lib/proc.mjs';
-import { ALL_SERVERS, BASE_ENV, startLoadgen } from './lib/targets.mjs';
+import { machine, threadStats, tree } from './lib/proc.mjs';
+import { ALL_SERVERS, startLoadgen, startTarget } from './lib/targets.mjs';
 
-const TICK_US = 1e6 / machine().TICKS_PER_S;
+const MACHINE = machine();
+const TICK_US = 1e6 / MACHINE.TICKS_PER_S;
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const opt = (name, dflt) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
@@ -32,28 +29,6 @@ const RATE_PER_CALL = 4;
 const WARMUP_S = 2;
 
 const log = (m) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`);
-
-/** Every thread of `pids`: key pid/tid -> {pid, main, user, sys (ticks), vol, invol}. */
-function threads(pids) {
-  const out = new Map();
-  for (const pid of pids) {
-    let tids = [];
-    try { tids = readdirSync(`/proc/${pid}/task`); } catch { continue; }
-    for (const tid of tids) {
-      try {
-        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from #3 (state) on
-        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-        out.set(`${pid}/${tid}`, {
-          pid, main: String(pid) === tid, user: Number(f[11]), sys: Number(f[12]),
-          vol: Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status)[1]),
-          invol: Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)[1]),
-        });
-      } catch { /* thread gone */ }
-    }
-  }
-  return out;
-}
 
 /** Sums what each thread used between `before` and `after` into `acc`, by process and role. */
 function accumulate(acc, before, after, primaryPid) {
@@ -68,24 +43,18 @@ function accumulate(acc, before, after, primaryPid) {
 }
 
 async function measure(def, lg) {
-  const env = { ...BASE_ENV, ...(def.env ?? {}) };
-  let redis = null;
-  let srv = null;
+  const target = await startTarget(ROOT, def, lg);
   try {
-    if (def.redis) { redis = await startRedis(); env.REDIS_URL = redis.url; }
-    const [node, script, ...rest] = def.argv;
-    srv = await startServer({ argv: [node, join(ROOT, script), ...rest], env, cwd: ROOT, label: def.label });
-    if (def.ours) await sleep((def.workers ?? 1) > 1 ? 2500 : 500);
-    await lg.call('target', { protocol: def.protocol, hangup: def.hangup, port: srv.port });
     const acc = new Map();
     let before = null;
     let signals = 0;
     let seconds = 0;
     let t0 = 0;
     lg.onMark = (mark) => {
-      const now = threads(tree(srv.pid));
+      const now = threadStats(tree(target.srv.pid));
       if (mark === 'start') { before = now; t0 = performance.now(); return; }
-      if (before) accumulate(acc, before, now, srv.pid);
+      if (!before) return;
+      accumulate(acc, before, now, target.srv.pid);
       seconds += (performance.now() - t0) / 1000;
       before = null;
     };
@@ -97,8 +66,7 @@ async function measure(def, lg) {
     lg.onMark = () => {};
     return { acc, signals, seconds };
   } finally {
-    await srv?.stop();
-    await redis?.stop();
+    await target.stop();
   }
 }
 
@@ -122,7 +90,7 @@ async function main() {
   const lg = startLoadgen(ROOT);
   try {
     await lg.ready;
-    console.log(`callsig threads, ${new Date().toISOString()}\nmachine: ${machine().model}, ${cpus().length} cores, node ${process.version}, Linux ${release()}\n`
+    console.log(`callsig threads, ${new Date().toISOString()}\nmachine: ${MACHINE.model}, ${cpus().length} cores, node ${process.version}, Linux ${release()}\n`
       + `Latency workload: ${CALLS} calls, ${RATE_PER_CALL} signals/s per call, ${ROUNDS} round(s) of ${DURATION_S} s after ${WARMUP_S} s warm-up; `
       + `per signal = over all the server's signals. A wake-up is a voluntary context switch (the thread waited and was woken), preempted an involuntary one.\n`);
     for (const def of defs) console.log(`${table(def.label, await measure(def, lg))}\n`);

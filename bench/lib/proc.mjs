@@ -5,14 +5,19 @@ import { execFileSync } from 'node:child_process';
 
 const TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
-function stat(pid) {
+/** A /proc `stat` file (of a process, or of one thread under /proc/<pid>/task), or null once it is gone. */
+function readStat(path) {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const s = readFileSync(path, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' '); // fields from #3 (state) on
     return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]), userTicks: Number(f[11]) }; // utime + stime
   } catch {
     return null;
   }
+}
+
+function stat(pid) {
+  return readStat(`/proc/${pid}/stat`);
 }
 
 /** `pid` and all its live descendants. */
@@ -46,6 +51,30 @@ export function cpuSplit(pid) {
     user += s?.userTicks ?? 0;
   }
   return { total: ticks / TICKS_PER_S, user: user / TICKS_PER_S };
+}
+
+/**
+ * Every thread of `pids`, keyed pid/tid: {pid, main (the process's own first thread), user and
+ * sys (clock ticks), vol and invol (voluntary and involuntary context switches)}.
+ */
+export function threadStats(pids) {
+  const out = new Map();
+  for (const pid of pids) {
+    let tids = [];
+    try { tids = readdirSync(`/proc/${pid}/task`); } catch { continue; }
+    for (const tid of tids) {
+      const s = readStat(`/proc/${pid}/task/${tid}/stat`);
+      let status = '';
+      try { status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'); } catch { /* thread gone */ }
+      const vol = /\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status);
+      const invol = /\nnonvoluntary_ctxt_switches:\s+(\d+)/.exec(status);
+      if (!s || !vol || !invol) continue;
+      out.set(`${pid}/${tid}`, {
+        pid, main: String(pid) === tid, user: s.userTicks, sys: s.ticks - s.userTicks, vol: Number(vol[1]), invol: Number(invol[1]),
+      });
+    }
+  }
+  return out;
 }
 
 /** VmRSS in KiB of one process. */

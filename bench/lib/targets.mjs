@@ -1,6 +1,9 @@
 // The servers under test, and the client side of the load generator process.
 import { fork } from 'node:child_process';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startServer } from './server.mjs';
+import { startRedis } from './redis.mjs';
 
 const node = process.execPath;
 /** The environment every server starts with (nothing else is inherited). */
@@ -60,4 +63,33 @@ export function startLoadgen(root, fileLimit) {
     set onMark(fn) { onMark = fn; },
     stop() { if (child.exitCode === null) child.kill('SIGTERM'); },
   };
+}
+
+/**
+ * For the investigation scripts (heap, hops, threads): starts `def`'s server, with a Redis of
+ * its own when it needs one, gives ours time to start its workers, and points the load generator
+ * `lg` at it. `nodeArgs` go between node and the script; `env` is laid over the server's own.
+ * Resolves {srv, redis, stop()}; `stop()` stops both and resolves how the server exited. A start
+ * that fails stops what it had started.
+ */
+export async function startTarget(root, def, lg, { nodeArgs = [], env = {}, cwd = root } = {}) {
+  let srv = null;
+  let redis = null;
+  const stop = async () => {
+    const stopped = await srv?.stop();
+    await redis?.stop();
+    return stopped;
+  };
+  try {
+    const serverEnv = { ...BASE_ENV, ...(def.env ?? {}), ...env };
+    if (def.redis) { redis = await startRedis(); serverEnv.REDIS_URL = redis.url; }
+    const [node, script, ...rest] = def.argv;
+    srv = await startServer({ argv: [node, ...nodeArgs, join(root, script), ...rest], env: serverEnv, cwd, label: def.label });
+    if (def.ours) await sleep((def.workers ?? 1) > 1 ? 2500 : 500);
+    await lg.call('target', { protocol: def.protocol, hangup: def.hangup, port: srv.port });
+    return { srv, redis, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }
